@@ -1,0 +1,1 @@
+"""Prefect wiring and the ``tamrf`` command line: each task calls one library function."""

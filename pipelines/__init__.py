@@ -1,0 +1,1 @@
+"""All external I/O: STAC catalogs and servers, COG/Zarr writing, datacube assembly."""

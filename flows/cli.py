@@ -6,6 +6,10 @@ stays fast.
 
 from __future__ import annotations
 
+import datetime as dt
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
 from flows.cli_catalog import catalog_app
@@ -16,6 +20,60 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(catalog_app, name="catalog")
+
+
+def _date(value: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a date: use YYYY-MM-DD") from None
+
+
+@app.command()
+def simulate(
+    out_dir: Annotated[Path, typer.Argument(help="New directory for the simulated product.")],
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same bytes).")] = 0,
+    lon: Annotated[float, typer.Option(help="Longitude of the region centre.")] = 1.45,
+    lat: Annotated[float, typer.Option(help="Latitude of the region centre.")] = 43.60,
+    size_px: Annotated[int, typer.Option(help="Region side in 10 m pixels (multiple of 6).")] = 240,
+    start: Annotated[str, typer.Option(help="First day, YYYY-MM-DD.")] = "2022-01-01",
+    end: Annotated[str, typer.Option(help="Last day (inclusive), YYYY-MM-DD.")] = "2022-12-31",
+    cloud_cover: Annotated[float, typer.Option(help="Mean daily cloud cover, 0-1.")] = 0.45,
+    truth: Annotated[bool, typer.Option(help="Write the ground-truth Zarr store.")] = True,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing product.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Simulate a region: COGs + STAC items in Earth Search v1 form, and the ground truth."""
+    from flows.terminal import progress_bars
+    from pipelines.simulated_catalog import write_simulated_catalog
+    from tamrf_xr.simulate import SimulationConfig
+
+    try:
+        config = SimulationConfig(
+            seed=seed,
+            center_lon=lon,
+            center_lat=lat,
+            width_px=size_px,
+            height_px=size_px,
+            start=_date(start),
+            end=_date(end),
+            cloud_cover_mean=cloud_cover,
+        )
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+    try:
+        with progress_bars(progress) as bar:
+            product = write_simulated_catalog(
+                config, out_dir, overwrite=overwrite, with_truth=truth, progress=bar
+            )
+    except FileExistsError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    counts = ", ".join(f"{n} {c} items" for c, n in product.item_counts.items())
+    typer.echo(f"wrote {counts}")
+    typer.echo(f"catalog: {product.catalog}")
+    if truth:
+        typer.echo(f"truth:   {product.truth}")
 
 
 if __name__ == "__main__":  # pragma: no cover

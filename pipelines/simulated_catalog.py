@@ -111,9 +111,7 @@ def write_simulated_catalog(
     items: dict[str, list[pystac.Item]] = {S2_COLLECTION: [], LANDSAT_COLLECTION: []}
     total = len(simulation.acquisitions)
     for done, item in enumerate(simulation.items(), start=1):
-        items[item.acquisition.collection].append(
-            _write_item(item, staging, out_dir, simulation.grid.epsg)
-        )
+        items[item.acquisition.collection].append(_write_item(item, staging, simulation.grid.epsg))
         if progress is not None:
             progress("items", done, total)
 
@@ -129,11 +127,14 @@ def write_simulated_catalog(
             catalog.add_child(
                 collection(collection_id, collection_items, _DESCRIPTIONS[collection_id])
             )
-    catalog.normalize_hrefs(str(out_dir / "stac"))
-    catalog.make_all_asset_hrefs_relative()
-    # Saved from the staging copy: hrefs were computed for the final location.
     catalog.normalize_hrefs(str(staging / "stac"))
-    catalog.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
+    # Earth Search v1 publishes STAC 1.0.0 documents; so do we (pystac defaults to 1.1.0).
+    previous_version = pystac.get_stac_version()
+    pystac.set_stac_version("1.0.0")
+    try:
+        catalog.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
+    finally:
+        pystac.set_stac_version(previous_version)
 
     if with_truth:
         write_truth(
@@ -153,7 +154,7 @@ def write_simulated_catalog(
     )
 
 
-def _write_item(item: SimulatedItem, staging: Path, final: Path, region_epsg: int) -> pystac.Item:
+def _write_item(item: SimulatedItem, staging: Path, region_epsg: int) -> pystac.Item:
     acq = item.acquisition
     relative_dir = Path("cogs") / acq.collection / acq.item_id
     (staging / relative_dir).mkdir(parents=True)
@@ -170,7 +171,8 @@ def _write_item(item: SimulatedItem, staging: Path, final: Path, region_epsg: in
         write_cog(
             staging / relative_dir / name, raster.data, raster.epsg, raster.transform, raster.nodata
         )
-        hrefs[key] = str(final / relative_dir / name)
+        # Relative to the item JSON (stac/<collection>/<id>/<id>.json): the product can move.
+        hrefs[key] = (Path("../../..") / relative_dir / name).as_posix()
     build = s2_item if acq.collection == S2_COLLECTION else landsat_item
     return build(item, hrefs, region_epsg)
 

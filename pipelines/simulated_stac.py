@@ -10,8 +10,6 @@ for real products.
 from __future__ import annotations
 
 import datetime as dt
-import os
-from pathlib import Path
 
 import numpy as np
 import pystac
@@ -52,7 +50,7 @@ LANDSAT_EXTENSIONS = [
     f"{_EXT}/eo/v1.1.0/schema.json",
     f"{_EXT}/view/v1.0.0/schema.json",
     f"{_EXT}/projection/v1.1.0/schema.json",
-    "https://landsat.usgs.gov/stac/landsat-extension/v1.1.1/schema.json",
+    f"{_EXT}/landsat/v2.0.0/schema.json",
 ]
 COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
 
@@ -296,8 +294,3 @@ def collection(collection_id: str, items: list[pystac.Item], description: str) -
     )
     out.add_items(items)
     return out
-
-
-def relative_to(path: Path, start: Path) -> str:
-    """POSIX relative path, for hrefs inside a self-contained catalog."""
-    return Path(os.path.relpath(path, start)).as_posix()

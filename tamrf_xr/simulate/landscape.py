@@ -175,15 +175,16 @@ def make_landscape(seed: int, height: int, width: int, pixel_m: float = 10.0) ->
         road |= np.abs(x * np.cos(theta) + y * np.sin(theta) - offset) < pixel_m * 0.9
     landcover[road] = LandCover.ROAD
 
-    # A meandering river, and a lake one time in two.
+    # A meandering river through a random point of the region, and a lake one time in two.
     length = max(height, width) * pixel_m
-    s = np.linspace(-0.1 * length, 1.1 * length, 400)
+    s = np.linspace(-length, length, 400)
     heading = rng.uniform(0, np.pi)
     amplitude, wavelength = rng.uniform(0.03, 0.1) * length, rng.uniform(0.3, 0.7) * length
     lateral = amplitude * np.sin(2 * np.pi * s / wavelength + rng.uniform(0, 2 * np.pi))
-    lateral += rng.uniform(0.25, 0.75) * width * pixel_m
-    px = s * np.cos(heading) - lateral * np.sin(heading) + width * pixel_m * 0.5 * np.cos(heading)
-    py = s * np.sin(heading) + lateral * np.cos(heading)
+    through_x = rng.uniform(0.25, 0.75) * width * pixel_m
+    through_y = rng.uniform(0.25, 0.75) * height * pixel_m
+    px = through_x + s * np.cos(heading) - lateral * np.sin(heading)
+    py = through_y + s * np.sin(heading) + lateral * np.cos(heading)
     water = _distance_to_polyline(x, y, px, py) < rng.uniform(15, 35)
     if rng.random() < 0.5:
         water |= smooth_field(rng, (height, width), scale) > 2.3

@@ -172,7 +172,8 @@ class Simulation:
 
     # -- windows and footprints ---------------------------------------------------------
 
-    def _window(self, acquisition: Acquisition, resolution: float) -> tuple[slice, slice]:
+    def window(self, acquisition: Acquisition, resolution: float) -> tuple[slice, slice]:
+        """(rows, cols) of the acquisition's raster in the region's grid at ``resolution``."""
         west, south, east, north = acquisition.bounds
         x0, y0 = self.grid.x0, self.grid.y0
         rows = slice(round((y0 - north) / resolution), round((y0 - south) / resolution))
@@ -181,7 +182,7 @@ class Simulation:
 
     def _valid(self, acquisition: Acquisition, resolution: float) -> np.ndarray:
         """Pixels whose centre lies in the footprint, on the item's native grid."""
-        rows, cols = self._window(acquisition, resolution)
+        rows, cols = self.window(acquisition, resolution)
         west, _, _, north = acquisition.bounds
         ys = north - (np.arange(rows.stop - rows.start) + 0.5) * resolution
         xs = west + (np.arange(cols.stop - cols.start) + 0.5) * resolution
@@ -198,7 +199,7 @@ class Simulation:
         add_offset = acq.processing_baseline >= "04.00" and not acq.boa_offset_applied
         assets = {}
         for resolution, bands in ((10.0, obs.bands_10m), (20.0, obs.bands_20m)):
-            rows, cols = self._window(acq, resolution)
+            rows, cols = self.window(acq, resolution)
             valid = self._valid(acq, resolution)
             for band in S2_BANDS:
                 if band.name in bands:
@@ -206,14 +207,14 @@ class Simulation:
                     assets[band.asset_key] = self._raster(
                         acq, dn, resolution, self.grid.epsg, 0.0, 0
                     )
-        rows, cols = self._window(acq, 20.0)
+        rows, cols = self.window(acq, 20.0)
         valid = self._valid(acq, 20.0)
         scl = np.where(valid, obs.scl[rows, cols], 0).astype(np.uint8)
         assets["scl"] = self._raster(acq, scl, 20.0, self.grid.epsg, 0.0, 0)
 
         n_valid = max(int(valid.sum()), 1)
         classes = {
-            "nodata_pixel": None, "saturated_defective_pixel": 1, "dark_area": 2,
+            "nodata_pixel": None, "saturated_defective_pixel": 1, "dark_features": 2,
             "cloud_shadow": 3, "vegetation": 4, "not_vegetated": 5, "water": 6,
             "unclassified": 7, "medium_proba_clouds": 8, "high_proba_clouds": 9,
             "thin_cirrus": 10, "snow_ice": 11,
@@ -238,7 +239,7 @@ class Simulation:
     # -- Landsat ---------------------------------------------------------------------------
 
     def _landsat_item(self, acq, obs: LandsatObservation, elevation, azimuth) -> SimulatedItem:
-        rows, cols = self._window(acq, 30.0)
+        rows, cols = self.window(acq, 30.0)
         valid = self._valid(acq, 30.0)
         epsg, y_shift = self.grid.landsat_epsg, self.grid.landsat_y_shift
 

@@ -76,5 +76,60 @@ def simulate(
         typer.echo(f"truth:   {product.truth}")
 
 
+@app.command()
+def run(
+    out_dir: Annotated[Path, typer.Option(help="Where the run writes its products.")] = Path(
+        "tamrf-output"
+    ),
+    seed: Annotated[int, typer.Option(help="Seed of the simulated region.")] = 0,
+    lon: Annotated[float, typer.Option(help="Longitude of the region centre.")] = 1.45,
+    lat: Annotated[float, typer.Option(help="Latitude of the region centre.")] = 43.60,
+    size_px: Annotated[int, typer.Option(help="Region side in 10 m pixels (multiple of 6).")] = 240,
+    start: Annotated[str, typer.Option(help="First day, YYYY-MM-DD.")] = "2022-01-01",
+    end: Annotated[str, typer.Option(help="Last day (inclusive), YYYY-MM-DD.")] = "2022-12-31",
+    backend: Annotated[
+        str, typer.Option(help="Local STAC API: rustac (embedded) or pgstac.")
+    ] = "rustac",
+    overwrite: Annotated[bool, typer.Option(help="Re-simulate over an existing product.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """The main job on the embedded default: simulate a region, serve it as a local STAC API
+    on 127.0.0.1, and query it (a Prefect flow; runs on a temporary local Prefect server
+    unless PREFECT_API_URL points at one)."""
+    import os
+
+    # No telemetry from a machine that may have no internet (and nothing to report home).
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from flows.regional_run import regional_run
+    from tamrf_xr.simulate import SimulationConfig
+
+    if backend not in ("rustac", "pgstac"):
+        raise typer.BadParameter(f"unknown backend {backend!r}: use rustac or pgstac")
+    try:
+        config = SimulationConfig(
+            seed=seed,
+            center_lon=lon,
+            center_lat=lat,
+            width_px=size_px,
+            height_px=size_px,
+            start=_date(start),
+            end=_date(end),
+        )
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+    try:
+        summary = regional_run(config.to_json(), str(out_dir), backend, overwrite, progress)
+    except FileExistsError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"catalog: {summary['catalog']}")
+    for collection, found in summary["collections"].items():
+        typer.echo(
+            f"{collection}: {found['count']} items {found['first'][:10]}..{found['last'][:10]}, "
+            f"mean cloud cover {found['mean_cloud_cover']}%"
+        )
+    typer.echo(f"summary: {Path(out_dir).absolute() / 'run-summary.json'}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

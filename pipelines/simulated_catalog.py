@@ -36,7 +36,7 @@ from pipelines.truth_store import write_truth
 from tamrf_xr.simulate import Acquisition, SimulatedItem, Simulation, SimulationConfig
 from tamrf_xr.simulate.geometry import LANDSAT_COLLECTION, S2_COLLECTION
 
-__all__ = ["SimulatedCatalog", "write_simulated_catalog"]
+__all__ = ["SimulatedCatalog", "open_or_write_simulated_catalog", "write_simulated_catalog"]
 
 Progress = Callable[[str, int, int], None]
 """Called with (stage, done, total); stages: ``items`` then ``truth``."""
@@ -152,6 +152,31 @@ def write_simulated_catalog(
         truth=out_dir / "truth.zarr",
         item_counts={k: len(v) for k, v in items.items()},
     )
+
+
+def open_or_write_simulated_catalog(
+    config: SimulationConfig,
+    out_dir: Path,
+    *,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> SimulatedCatalog:
+    """Reuse the product in ``out_dir`` if it was simulated from ``config``, else write it.
+
+    Raises:
+        FileExistsError: ``out_dir`` holds another product (or other files) and not
+            ``overwrite``.
+    """
+    out_dir = Path(out_dir).absolute()
+    recorded = out_dir / "simulation.json"
+    if not overwrite and recorded.is_file():
+        if SimulationConfig.from_json(recorded.read_text()) == config:
+            return SimulatedCatalog.at(out_dir)
+        raise FileExistsError(
+            f"{out_dir} holds a product simulated with another configuration "
+            f"({recorded}); choose another directory or pass `--overwrite` to replace it"
+        )
+    return write_simulated_catalog(config, out_dir, overwrite=overwrite, progress=progress)
 
 
 def _write_item(item: SimulatedItem, staging: Path, region_epsg: int) -> pystac.Item:

@@ -85,6 +85,11 @@ class RegionGrid:
     def to_lonlat(self) -> Transformer:
         return Transformer.from_crs(CRS.from_epsg(self.epsg), CRS.from_epsg(4326), always_xy=True)
 
+    def lonlat_bbox(self) -> tuple[float, float, float, float]:
+        """(west, south, east, north) in degrees of the region (edges densified)."""
+        west, south, east, north = self.to_lonlat().transform_bounds(*self.bounds, densify_pts=21)
+        return (west, south, east, north)
+
 
 def region_grid(config: SimulationConfig) -> RegionGrid:
     """Place the region on its UTM grid, edges snapped to 60 m so 10/20/30 m grids nest."""

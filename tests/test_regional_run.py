@@ -1,0 +1,123 @@
+"""The main job: a real Prefect flow (test harness server), a real local STAC API, real files."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from pipelines.search import CatalogSearchError, SearchRequest, search_items
+from pipelines.stac_servers import RustacServer, free_port
+from tamrf_xr.simulate import SimulationConfig
+
+CONFIG = SimulationConfig(
+    seed=7, width_px=48, height_px=48, start=dt.date(2022, 5, 1), end=dt.date(2022, 5, 31)
+)
+
+
+@pytest.fixture(scope="module")
+def prefect_harness():
+    """A temporary Prefect API for the module (real server, throwaway database)."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="module")
+def first_run(prefect_harness, tmp_path_factory):
+    from flows.regional_run import regional_run
+
+    out = tmp_path_factory.mktemp("run")
+    summary = regional_run(CONFIG.to_json(), str(out))
+    return out, summary
+
+
+def test_run_finds_every_simulated_item(first_run):
+    out, summary = first_run
+    written = json.loads((out / "run-summary.json").read_text())
+    assert written == summary
+    product = out / "simulated"
+    for collection in ("sentinel-2-l2a", "landsat-c2-l2"):
+        on_disk = sorted(p.name for p in (product / "stac" / collection).iterdir() if p.is_dir())
+        found = summary["collections"][collection]
+        assert sorted(found["ids"]) == on_disk
+        assert found["count"] == len(on_disk) > 0
+        assert CONFIG.start.isoformat() <= found["first"][:10] <= found["last"][:10]
+        assert found["last"][:10] <= CONFIG.end.isoformat()
+
+
+def test_run_publishes_a_summary_artifact(first_run):
+    from prefect.artifacts import Artifact
+
+    artifact = Artifact.get("tamrf-regional-run-summary")
+    assert artifact is not None
+    assert "sentinel-2-l2a" in artifact.data and "landsat-c2-l2" in artifact.data
+
+
+def test_second_run_reuses_the_product_and_other_config_is_refused(first_run):
+    from flows.regional_run import regional_run
+
+    out, summary = first_run
+    marker = out / "simulated" / "simulation.json"
+    before = marker.stat().st_mtime_ns
+    again = regional_run(CONFIG.to_json(), str(out))
+    assert marker.stat().st_mtime_ns == before
+    assert again["collections"] == summary["collections"]
+
+    other = SimulationConfig(**{**CONFIG.__dict__, "seed": 8})
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        regional_run(other.to_json(), str(out))
+    assert marker.stat().st_mtime_ns == before  # nothing written over
+
+
+def test_cli_run(prefect_harness, tmp_path):
+    from flows.cli import app
+
+    result = CliRunner().invoke(
+        app,
+        [
+            "run", "--out-dir", str(tmp_path), "--size-px", "36", "--start", "2022-07-01",
+            "--end", "2022-07-20", "--no-progress",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert re.search(r"sentinel-2-l2a: \d+ items", result.output)
+    assert (tmp_path / "run-summary.json").is_file()
+
+
+def test_search_errors_name_the_catalog_area_and_dates(first_run):
+    out, _ = first_run
+    request = SearchRequest(
+        collections=("sentinel-2-l2a",),
+        bbox=(1.0, 43.0, 2.0, 44.0),
+        start=dt.date(2022, 5, 1),
+        end=dt.date(2022, 5, 31),
+    )
+    dead = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(CatalogSearchError, match=re.escape(dead)) as error:
+        search_items(dead, request)
+    assert "2022-05-01" in str(error.value) and "sentinel-2-l2a" in str(error.value)
+
+    with RustacServer(out / "simulated" / "stac" / "catalog.json") as server:
+        before_data = SearchRequest(
+            collections=("sentinel-2-l2a", "landsat-c2-l2"),
+            bbox=request.bbox,
+            start=dt.date(2015, 1, 1),
+            end=dt.date(2015, 12, 31),
+        )
+        with pytest.raises(CatalogSearchError, match="no items in collection"):
+            search_items(server.url, before_data)
+
+
+def test_readme_test_command_is_what_ci_runs(repo_root: Path):
+    readme = (repo_root / "README.md").read_text()
+    ci = (repo_root / ".ci" / "run").read_text()
+    assert "bash infra/test.sh" in readme
+    assert re.search(r"^bash infra/test.sh\s*$", ci, flags=re.M)

@@ -29,6 +29,27 @@ def _date(value: str) -> dt.date:
         raise typer.BadParameter(f"{value!r} is not a date: use YYYY-MM-DD") from None
 
 
+def _simulation_config(
+    *, seed: int, lon: float, lat: float, size_px: int, start: str, end: str, **extra
+):
+    """A square region's SimulationConfig from command-line values (bad values: usage error)."""
+    from tamrf_xr.simulate import SimulationConfig
+
+    try:
+        return SimulationConfig(
+            seed=seed,
+            center_lon=lon,
+            center_lat=lat,
+            width_px=size_px,
+            height_px=size_px,
+            start=_date(start),
+            end=_date(end),
+            **extra,
+        )
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+
+
 @app.command()
 def simulate(
     out_dir: Annotated[Path, typer.Argument(help="New directory for the simulated product.")],
@@ -46,21 +67,11 @@ def simulate(
     """Simulate a region: COGs + STAC items in Earth Search v1 form, and the ground truth."""
     from flows.terminal import progress_bars
     from pipelines.simulated_catalog import write_simulated_catalog
-    from tamrf_xr.simulate import SimulationConfig
 
-    try:
-        config = SimulationConfig(
-            seed=seed,
-            center_lon=lon,
-            center_lat=lat,
-            width_px=size_px,
-            height_px=size_px,
-            start=_date(start),
-            end=_date(end),
-            cloud_cover_mean=cloud_cover,
-        )
-    except ValueError as error:
-        raise typer.BadParameter(str(error)) from None
+    config = _simulation_config(
+        seed=seed, lon=lon, lat=lat, size_px=size_px, start=start, end=end,
+        cloud_cover_mean=cloud_cover,
+    )  # fmt: skip
     try:
         with progress_bars(progress) as bar:
             product = write_simulated_catalog(
@@ -101,22 +112,10 @@ def run(
     # No telemetry from a machine that may have no internet (and nothing to report home).
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.regional_run import regional_run
-    from tamrf_xr.simulate import SimulationConfig
 
     if backend not in ("rustac", "pgstac"):
         raise typer.BadParameter(f"unknown backend {backend!r}: use rustac or pgstac")
-    try:
-        config = SimulationConfig(
-            seed=seed,
-            center_lon=lon,
-            center_lat=lat,
-            width_px=size_px,
-            height_px=size_px,
-            start=_date(start),
-            end=_date(end),
-        )
-    except ValueError as error:
-        raise typer.BadParameter(str(error)) from None
+    config = _simulation_config(seed=seed, lon=lon, lat=lat, size_px=size_px, start=start, end=end)
     try:
         summary = regional_run(config.to_json(), str(out_dir), backend, overwrite, progress)
     except FileExistsError as error:

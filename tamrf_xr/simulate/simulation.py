@@ -225,16 +225,8 @@ class Simulation:
             if code is not None
         }
         percentages["nodata_pixel"] = round(100.0 * float((~valid).mean()), 6)
-        cloudy = np.isin(scl, (8, 9, 10)) & valid
-        return SimulatedItem(
-            acquisition=acq,
-            assets=assets,
-            sun_elevation=elevation,
-            sun_azimuth=azimuth,
-            cloud_cover=round(100.0 * float(cloudy.sum()) / n_valid, 6),
-            valid_fraction=float(valid.mean()),
-            class_percentages=percentages,
-        )
+        cloudy = np.isin(scl, (8, 9, 10))
+        return _summarised(acq, assets, valid, cloudy, elevation, azimuth, percentages)
 
     # -- Landsat ---------------------------------------------------------------------------
 
@@ -264,13 +256,19 @@ class Simulation:
         aerosol = np.where(valid, obs.qa_aerosol[rows, cols], 1).astype(np.uint8)
         assets["qa_aerosol"] = raster(aerosol, 1)
 
-        cloudy = ((qa >> 3) & 1 | (qa >> 2) & 1).astype(bool) & valid
-        n_valid = max(int(valid.sum()), 1)
-        return SimulatedItem(
-            acquisition=acq,
-            assets=assets,
-            sun_elevation=elevation,
-            sun_azimuth=azimuth,
-            cloud_cover=round(100.0 * float(cloudy.sum()) / n_valid, 6),
-            valid_fraction=float(valid.mean()),
-        )
+        cloudy = ((qa >> 3) & 1 | (qa >> 2) & 1).astype(bool)  # cloud or cirrus
+        return _summarised(acq, assets, valid, cloudy, elevation, azimuth, {})
+
+
+def _summarised(acq, assets, valid, cloudy, elevation, azimuth, percentages) -> SimulatedItem:
+    """The item with its cover statistics (percentages of the valid pixels)."""
+    n_valid = max(int(valid.sum()), 1)
+    return SimulatedItem(
+        acquisition=acq,
+        assets=assets,
+        sun_elevation=elevation,
+        sun_azimuth=azimuth,
+        cloud_cover=round(100.0 * float((cloudy & valid).sum()) / n_valid, 6),
+        valid_fraction=float(valid.mean()),
+        class_percentages=percentages,
+    )

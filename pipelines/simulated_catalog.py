@@ -54,8 +54,8 @@ class SimulatedCatalog:
     root: Path
     catalog: Path
     """The static STAC catalog (``stac/catalog.json``)."""
-    truth: Path
-    """The truth Zarr store."""
+    truth: Path | None
+    """The truth Zarr store (None when the product was written without it)."""
     item_counts: dict[str, int]
     """Number of items per collection."""
 
@@ -72,7 +72,8 @@ class SimulatedCatalog:
         counts = {}
         for child in pystac.Catalog.from_file(str(catalog)).get_children():
             counts[child.id] = sum(1 for _ in child.get_items())
-        return cls(root, catalog, root / "truth.zarr", counts)
+        truth = root / "truth.zarr"
+        return cls(root, catalog, truth if truth.exists() else None, counts)
 
 
 def write_simulated_catalog(
@@ -149,7 +150,7 @@ def write_simulated_catalog(
     return SimulatedCatalog(
         root=out_dir,
         catalog=out_dir / "stac" / "catalog.json",
-        truth=out_dir / "truth.zarr",
+        truth=out_dir / "truth.zarr" if with_truth else None,
         item_counts={k: len(v) for k, v in items.items()},
     )
 

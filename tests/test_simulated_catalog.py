@@ -920,15 +920,6 @@ def test_served_items_point_to_the_cogs(
             assert others == {k: v for k, v in written["assets"][key].items() if k != "href"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "pipelines.stac_servers.load_static_catalog reads the catalog with pystac, which "
-        "migrates every item to STAC 1.1.0 / projection v2.0.0 (proj:epsg -> proj:code): the "
-        "served items are no longer in Earth Search v1 form and stackstac 0.5.1 (which only "
-        "reads proj:epsg) cannot place them"
-    ),
-)
 def test_served_items_keep_their_earth_search_form(
     served: StacServer, tiled_item_dicts: list[dict[str, Any]]
 ) -> None:

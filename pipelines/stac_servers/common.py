@@ -26,6 +26,7 @@ from types import TracebackType
 from typing import Any, Self
 
 import pystac
+from pystac.utils import make_absolute_href
 
 DEFAULT_HOST = "127.0.0.1"
 
@@ -98,28 +99,29 @@ class CatalogContent:
         return {(i["collection"], i["id"]) for i in self.items}
 
 
-def _absolute_links(obj: pystac.STACObject) -> list[dict[str, Any]]:
-    """Non-structural links of ``obj`` with relative hrefs made absolute."""
-    out = []
-    for link in obj.links:
-        if link.rel in _STRUCTURAL_RELS:
-            continue
-        d = link.to_dict(transform_href=False)
-        d["href"] = link.get_absolute_href() or link.href
-        out.append(d)
-    return out
-
-
 def _portable_dict(obj: pystac.Item | pystac.Collection) -> dict[str, Any]:
-    """``obj`` as a dict that means the same wherever it is served from.
+    """``obj`` as written on disk, in a form that means the same wherever it is served from.
 
-    Relative asset hrefs are resolved against the JSON file they were read from: once the
-    item lives in a database, "./B04.tif" would otherwise point nowhere.
+    The document is taken from its JSON file, not from pystac's object: pystac migrates what
+    it reads to the newest STAC version (``proj:epsg`` becomes ``proj:code``, 1.0.0 becomes
+    1.1.0), and a server must serve what the catalog publishes. Relative asset and link hrefs
+    are resolved against that file: once the item lives in a database, "./B04.tif" would
+    otherwise point nowhere. Structural links (root, parent, child, item, self) are dropped.
     """
-    d = obj.to_dict(include_self_link=False, transform_hrefs=False)
-    d["links"] = _absolute_links(obj)
-    for key, asset in obj.assets.items():
-        d["assets"][key]["href"] = asset.get_absolute_href() or asset.href
+    source = obj.get_self_href()
+    if source is not None and Path(source).is_file():
+        d = json.loads(Path(source).read_text())
+    else:  # built in memory (the collection of orphan items)
+        d = obj.to_dict(include_self_link=False, transform_hrefs=False)
+    start = source or ""
+    d["links"] = [
+        {**link, "href": make_absolute_href(link["href"], start)} if start else dict(link)
+        for link in d.get("links", [])
+        if link.get("rel") not in _STRUCTURAL_RELS
+    ]
+    for asset in d.get("assets", {}).values():
+        if start:
+            asset["href"] = make_absolute_href(asset["href"], start)
     return d
 
 

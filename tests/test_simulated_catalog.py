@@ -721,7 +721,8 @@ def test_writes_into_an_empty_directory(tmp_path: Path) -> None:
     out = tmp_path / "product"
     out.mkdir()
     written = write_simulated_catalog(TINY, out, with_truth=False)
-    assert written.catalog.is_file() and not written.truth.exists()
+    assert written.catalog.is_file() and written.truth is None
+    assert not (written.root / "truth.zarr").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["product"]
 
 

@@ -130,5 +130,32 @@ def run(
     typer.echo(f"summary: {Path(out_dir).absolute() / 'run-summary.json'}")
 
 
+@app.command("import-checkpoint")
+def import_checkpoint(
+    source: Annotated[Path, typer.Argument(help="The authors' PyTorch-Lightning .ckpt file.")],
+    destination: Annotated[Path, typer.Argument(help="New tamrf-xr checkpoint directory.")],
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing destination.")] = False,
+) -> None:
+    """Convert the published TAMRF-SITS checkpoint (968639_s1t3.ckpt) to this project's
+    format (safetensors + JSON), without executing anything stored in the file."""
+    from tamrf_xr.checkpoint import CheckpointError
+    from tamrf_xr.lightning_import import import_lightning_checkpoint
+
+    if not source.is_file():
+        typer.echo(f"error: {source} does not exist or is not a file", err=True)
+        raise typer.Exit(2)
+    try:
+        loaded = import_lightning_checkpoint(source, destination, overwrite=overwrite)
+    except FileExistsError as error:
+        typer.echo(f"error: {error}; pass --overwrite to replace it", err=True)
+        raise typer.Exit(2) from None
+    except CheckpointError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    n = len(loaded.model.state_dict())
+    typer.echo(f"imported {n} tensors from {source} into {destination}")
+    typer.echo(f"weights sha256: {loaded.checksum}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -270,3 +270,19 @@ def test_bad_inputs_are_clear_errors(model: TAMRF, change, message):
             "query_days": [10.0]}  # fmt: skip
     with pytest.raises(ValueError, match=message), torch.no_grad():
         model(**change(args))
+
+
+def test_bf16_autocast_stays_close_to_fp32(model: TAMRF):
+    from tamrf_xr.precision import autocast, default_precision
+
+    inputs = _inputs(t_s=4, t_l=3)
+    with torch.no_grad():
+        reference = model(*inputs, [30.0, 200.0])
+        with autocast("cpu", "bf16"):
+            reduced = model(*inputs, [30.0, 200.0])
+    difference = (reduced.float() - reference).abs()
+    # bf16 keeps 8 bits of mantissa: errors of a few 1e-2 on O(1) standardised outputs.
+    assert 0 < difference.mean() < 0.05 and difference.max() < 0.5
+    assert default_precision("cpu") in ("fp32", "bf16")
+    with pytest.raises(ValueError, match="CUDA"), autocast("cpu", "fp16"):
+        pass

@@ -1,8 +1,8 @@
 """tamrf-xr: Sentinel-2 + Landsat-8/9 image time-series fusion with TAMRF.
 
 The library layer: band definitions, the scene simulator, the TAMRF model and its
-checkpoints (later: its xarray/dask kernels). It imports neither ``pipelines`` nor ``flows`` and never talks to a
-STAC API or Prefect.
+checkpoints (later: its xarray/dask kernels). It imports neither ``pipelines`` nor ``flows``
+and never talks to a STAC API or Prefect.
 """
 
 __version__ = "0.1.0"

@@ -336,17 +336,17 @@ class TAMRF(nn.Module):
         b, _, _ = self._check_inputs(s2, s2_days, landsat, landsat_days)
         queries = self._query_days(query_days, b, s2.device if s2.numel() else landsat.device)
         c = self.config
+        # Features stay in one tensor per sensor: concatenating them would double the largest
+        # allocation of the forward pass (t x 64 x H x W floats).
         landsat_features = self._encode(landsat, self._encode_landsat)  # (b, t_l, 64, H, W)
         s2_features = self._encode(s2, self.s2_encoder)  # (b, t_s, 64, H, W)
-        features = torch.cat([landsat_features, s2_features], dim=1)  # (b, t, 64, H, W)
         days = torch.cat([landsat_days, s2_days], dim=1).to(torch.float32)  # (b, t)
-        t_l = landsat_features.shape[1]
         sensor = torch.cat(
             [
-                self.landsat_sensor_token.expand(t_l, -1),
+                self.landsat_sensor_token.expand(landsat_features.shape[1], -1),
                 self.s2_sensor_token.expand(s2_features.shape[1], -1),
             ]
-        )  # (t, 8)
+        )  # (t, 8): Landsat dates first, then S2
         date_part = date_encoding(days, c.date_encoding_dim, c.date_encoding_base)  # (b, t, 64)
         context = torch.cat([date_part, sensor.expand(b, -1, -1).to(date_part.dtype)], dim=-1)
         query_tokens = torch.cat(
@@ -357,7 +357,9 @@ class TAMRF(nn.Module):
             ],
             dim=-1,
         )  # (b, t_q, 136)
-        decoded = self._temporal(features, context, query_tokens)  # (b, t_q, 136, H, W)
+        decoded = self._temporal(
+            (landsat_features, s2_features), context, query_tokens
+        )  # (b, t_q, 136, H, W)
         return self._decode(decoded)
 
     def _check_inputs(
@@ -438,35 +440,45 @@ class TAMRF(nn.Module):
         """
         b, t = series.shape[:2]
         flat = series.flatten(0, 1)
-        if t == 0:
-            scale = self.config.landsat_scale if encoder is not self.s2_encoder else 1
-            h, w = series.shape[-2] * scale, series.shape[-1] * scale
+        scale = self.config.landsat_scale if encoder is not self.s2_encoder else 1
+        h, w = series.shape[-2] * scale, series.shape[-1] * scale
+        out = None
+        for i in range(0, flat.shape[0], self.encoder_batch_dates):
+            encoded = encoder(flat[i : i + self.encoder_batch_dates])
+            if out is None:  # allocated once, filled in place (dtype follows autocast)
+                out = encoded.new_empty(b * t, self.config.features, h, w)
+            out[i : i + encoded.shape[0]] = encoded
+        if out is None:
             return series.new_zeros(b, 0, self.config.features, h, w)
-        outputs = [encoder(flat[i : i + self.encoder_batch_dates])
-                   for i in range(0, flat.shape[0], self.encoder_batch_dates)]  # fmt: skip
-        return torch.cat(outputs).unflatten(0, (b, t))
+        return out.unflatten(0, (b, t))
 
-    def _temporal(self, features: Tensor, context: Tensor, query_tokens: Tensor) -> Tensor:
+    def _temporal(
+        self, features: tuple[Tensor, ...], context: Tensor, query_tokens: Tensor
+    ) -> Tensor:
         """Per-pixel transformer, pixel chunk by pixel chunk.
 
-        features (b, t, 64, H, W), context (b, t, 72), query_tokens (b, t_q, 136)
-        -> (b, t_q, 136, H, W).
+        features: per sensor (b, t_i, 64, H, W), in sequence order; context (b, t, 72) with
+        t = sum t_i; query_tokens (b, t_q, 136) -> (b, t_q, 136, H, W).
         """
-        b, t, _, H, W = features.shape
+        b, _, _, H, W = features[0].shape
+        t = context.shape[1]
         t_q = query_tokens.shape[1]
         d = self.config.d_model
-        out = features.new_empty(b, t_q, d, H, W)
-        pixels = features.flatten(3)  # (b, t, 64, P)
+        dtype = torch.result_type(features[0], features[-1])
+        out = features[0].new_empty(b, t_q, d, H, W, dtype=dtype)
+        pixels = [f.flatten(3) for f in features if f.shape[1] > 0]  # (b, t_i, 64, P)
         out_flat = out.view(b, t_q, d, H * W)
-        chunk = self._pixels_per_chunk(t, t_q, features.element_size())
+        chunk = self._pixels_per_chunk(t, t_q, out.element_size())
         for i in range(b):
             for start in range(0, H * W, chunk):
                 stop = min(start + chunk, H * W)
                 n = stop - start
                 tokens = torch.cat(
                     [
-                        pixels[i, :, :, start:stop].permute(2, 0, 1),  # (n, t, 64)
-                        context[i].expand(n, -1, -1).to(pixels.dtype),  # (n, t, 72)
+                        torch.cat(
+                            [p[i, :, :, start:stop].to(dtype) for p in pixels], dim=0
+                        ).permute(2, 0, 1),  # (n, t, 64)
+                        context[i].expand(n, -1, -1).to(dtype),  # (n, t, 72)
                     ],
                     dim=-1,
                 )  # (n, t, 136)

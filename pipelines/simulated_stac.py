@@ -54,11 +54,7 @@ LANDSAT_EXTENSIONS = [
 ]
 COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
 
-S2_ASSET_FILES = {
-    "blue": "B02", "green": "B03", "red": "B04", "rededge1": "B05", "rededge2": "B06",
-    "rededge3": "B07", "nir": "B08", "nir08": "B8A", "swir16": "B11", "swir22": "B12",
-    "scl": "SCL",
-}  # fmt: skip
+S2_ASSET_FILES = {b.asset_key: b.file_band_id for b in S2_BANDS} | {"scl": "SCL"}
 """Earth Search v1 file stem of each S2 asset."""
 LANDSAT_ASSET_FILES = {
     "coastal": "SR_B1", "blue": "SR_B2", "green": "SR_B3", "red": "SR_B4", "nir08": "SR_B5",
@@ -173,7 +169,7 @@ def s2_item(item: SimulatedItem, hrefs: dict[str, str], region_epsg: int) -> pys
             }  # fmt: skip
             title, roles = _S2_TITLES[key], ["data", "reflectance"]
             eo = {
-                "name": f"B{band.sensor_band[1:]:0>2}" if band.sensor_band != "B8A" else "B8A",
+                "name": band.file_band_id,
                 "common_name": band.common_name,
                 "center_wavelength": band.center_wavelength_um,
                 "full_width_half_max": band.fwhm_um,

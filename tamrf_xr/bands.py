@@ -43,6 +43,13 @@ class Band:
     center_wavelength_um: float
     fwhm_um: float
 
+    @property
+    def file_band_id(self) -> str:
+        """Zero-padded id used in S2 file names and Planetary Computer keys (``B02``, ``B8A``)."""
+        if self.sensor_band[1:].isdigit():
+            return f"B{self.sensor_band[1:]:0>2}"
+        return self.sensor_band
+
 
 def _s2(band_id: str, key: str, common: str, res: float, center: float, fwhm: float) -> Band:
     # The spec gives S2 10 m bands an MTF of 1 (identity kernel) and 20 m bands 0.3.

@@ -3,10 +3,26 @@
 from __future__ import annotations
 
 import numpy as np
+import shapely
 import xarray as xr
-from pyproj import CRS
+from pyproj import CRS, Transformer
+from shapely.geometry.base import BaseGeometry
 
-__all__ = ["grid_coords", "with_grid_mapping"]
+__all__ = ["grid_coords", "reproject_geometry", "with_grid_mapping"]
+
+
+def reproject_geometry(
+    geometry: BaseGeometry, src_epsg: int, dst_epsg: int, max_segment: float
+) -> BaseGeometry:
+    """``geometry`` from one CRS to another, edges first densified to ``max_segment`` (in
+    source units) so that straight edges stay where they are after reprojection."""
+    transformer = Transformer.from_crs(src_epsg, dst_epsg, always_xy=True)
+
+    def apply(xy: np.ndarray) -> np.ndarray:
+        x, y = transformer.transform(xy[:, 0], xy[:, 1])
+        return np.column_stack([x, y])
+
+    return shapely.transform(shapely.segmentize(geometry, max_segment), apply)
 
 
 def grid_coords(x0: float, y0: float, width: int, height: int, pixel_m: float) -> dict:

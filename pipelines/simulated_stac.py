@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-import numpy as np
 import pystac
 import shapely
-from pyproj import Transformer
 from shapely.geometry import mapping
 
+from pipelines.georef import reproject_geometry
 from tamrf_xr.bands import LANDSAT_BANDS, S2_BANDS
 from tamrf_xr.simulate import SimulatedItem
 from tamrf_xr.simulate.encoding import (
@@ -85,15 +84,8 @@ _S2_TITLES = {
 
 def _lonlat_geometry(footprint: shapely.Polygon, epsg: int) -> dict:
     """Footprint polygon in lon/lat, edges densified so that reprojection keeps them straight."""
-    to_lonlat = Transformer.from_crs(epsg, 4326, always_xy=True)
-    dense = shapely.segmentize(footprint, max_segment_length=1000.0)
-    lonlat = shapely.transform(dense, lambda xy: _transform(to_lonlat, xy))
+    lonlat = reproject_geometry(footprint, epsg, 4326, max_segment=1000.0)
     return mapping(shapely.set_precision(shapely.normalize(lonlat), 1e-9))
-
-
-def _transform(transformer: Transformer, xy: np.ndarray) -> np.ndarray:
-    x, y = transformer.transform(xy[:, 0], xy[:, 1])
-    return np.column_stack([x, y])
 
 
 def _created(item: SimulatedItem) -> str:

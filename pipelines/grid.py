@@ -1,0 +1,156 @@
+"""The output grid: UTM tiles at 10 m, Landsat on the aligned 30 m grid.
+
+Level-3 products live on a fixed grid: square UTM tiles anchored at multiples of the tile
+size (so two runs over overlapping areas produce the same tiles), 10 m pixels whose edges
+every third one coincide with a 30 m Landsat pixel edge. An area that crosses UTM zones is
+split by zone (never warped into one CRS); south of the equator tiles use the southern zone
+codes (327xx) with positive northings, whatever CRS the inputs come in.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from shapely.geometry import box, mapping, shape
+from shapely.geometry.base import BaseGeometry
+
+from pipelines.georef import reproject_geometry
+
+__all__ = ["GridSpec", "GridTile", "aoi_geometry", "tiles_for_aoi", "utm_zones"]
+
+LANDSAT_FACTOR = 3
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """Tiling of every UTM zone."""
+
+    tile_size_m: float = 9_900.0
+    """Tile side; a multiple of 30 m so tiles hold whole Landsat pixels (990 x 990 at 10 m)."""
+    pixel_m: float = 10.0
+
+    def __post_init__(self) -> None:
+        landsat_m = self.pixel_m * LANDSAT_FACTOR
+        if (
+            self.tile_size_m <= 0
+            or abs(self.tile_size_m / landsat_m - round(self.tile_size_m / landsat_m)) > 1e-9
+        ):
+            raise ValueError(
+                f"tile_size_m={self.tile_size_m} must be a positive multiple of {landsat_m} m "
+                "so that tiles hold whole Landsat pixels"
+            )
+
+    @property
+    def tile_px(self) -> int:
+        return round(self.tile_size_m / self.pixel_m)
+
+
+@dataclass(frozen=True)
+class GridTile:
+    """One output tile."""
+
+    epsg: int
+    column: int
+    """Tile index along x (x0 = column * tile_size)."""
+    row: int
+    """Tile index along y (north edge = (row + 1) * tile_size)."""
+    spec: GridSpec
+
+    @property
+    def tile_id(self) -> str:
+        return f"{self.epsg}_{self.column:+05d}_{self.row:+05d}"
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(west, south, east, north) in the tile's CRS."""
+        size = self.spec.tile_size_m
+        return (
+            self.column * size,
+            self.row * size,
+            (self.column + 1) * size,
+            (self.row + 1) * size,
+        )
+
+    def transform(self, resolution: float | None = None) -> tuple[float, ...]:
+        """Affine (a, b, c, d, e, f) of the tile at ``resolution`` (default 10 m)."""
+        resolution = resolution or self.spec.pixel_m
+        west, _, _, north = self.bounds
+        return (resolution, 0.0, west, 0.0, -resolution, north)
+
+    def shape(self, resolution: float | None = None) -> tuple[int, int]:
+        """(rows, cols) at ``resolution`` (default 10 m)."""
+        n = round(self.spec.tile_size_m / (resolution or self.spec.pixel_m))
+        return (n, n)
+
+    @property
+    def landsat_resolution(self) -> float:
+        return self.spec.pixel_m * LANDSAT_FACTOR
+
+    def lonlat_polygon(self) -> BaseGeometry:
+        """The tile's outline in lon/lat."""
+        return reproject_geometry(box(*self.bounds), self.epsg, 4326, self.spec.tile_size_m / 20)
+
+
+def aoi_geometry(aoi: dict | Iterable[float] | BaseGeometry) -> BaseGeometry:
+    """An AOI in lon/lat from a GeoJSON geometry (or Feature), a bbox or a shapely geometry."""
+    if isinstance(aoi, BaseGeometry):
+        geometry = aoi
+    elif isinstance(aoi, dict):
+        geometry = shape(aoi.get("geometry", aoi))
+    else:
+        values = [float(v) for v in aoi]
+        if len(values) != 4:
+            raise ValueError(f"a bbox is (west, south, east, north); got {values}")
+        west, south, east, north = values
+        if not (
+            west < east
+            and south < north
+            and west >= -180
+            and east <= 180
+            and south >= -90
+            and north <= 90
+        ):
+            raise ValueError(
+                f"bbox {values} is not (west, south, east, north) in degrees with west < east "
+                "and south < north (an AOI crossing the antimeridian must be split)"
+            )
+        geometry = box(west, south, east, north)
+    if geometry.is_empty or not geometry.is_valid or geometry.area == 0:
+        raise ValueError(f"the AOI {mapping(geometry)['type']} is empty or invalid: fix it")
+    return geometry
+
+
+def utm_zones(aoi: BaseGeometry) -> list[tuple[int, BaseGeometry]]:
+    """(EPSG, part of the AOI) for every UTM zone (and hemisphere) the AOI touches."""
+    west, _, east, _ = aoi.bounds
+    parts = []
+    for zone in range(int((west + 180) // 6) + 1, int((min(east, 179.999999) + 180) // 6) + 2):
+        zone_west = -180 + (zone - 1) * 6
+        for hemisphere, (lat0, lat1) in ((32600, (0.0, 84.0)), (32700, (-80.0, 0.0))):
+            part = aoi.intersection(box(zone_west, lat0, zone_west + 6, lat1))
+            if not part.is_empty and part.area > 0:
+                parts.append((hemisphere + zone, part))
+    if not parts:
+        raise ValueError(f"the AOI {aoi.bounds} is outside UTM coverage (80S..84N)")
+    return parts
+
+
+def tiles_for_aoi(
+    aoi: dict | Iterable[float] | BaseGeometry, spec: GridSpec | None = None
+) -> list[GridTile]:
+    """Every grid tile that intersects the AOI, zone by zone, sorted by (EPSG, row, column)."""
+    spec = spec or GridSpec()
+    geometry = aoi_geometry(aoi)
+    tiles = []
+    for epsg, part in utm_zones(geometry):
+        local = reproject_geometry(part, 4326, epsg, 0.01)
+        west, south, east, north = local.bounds
+        size = spec.tile_size_m
+        for row in range(math.floor(south / size), math.ceil(north / size)):
+            for column in range(math.floor(west / size), math.ceil(east / size)):
+                tile = GridTile(epsg, column, row, spec)
+                if box(*tile.bounds).intersection(local).area > 0:
+                    tiles.append(tile)
+    return sorted(tiles, key=lambda t: (t.epsg, -t.row, t.column))

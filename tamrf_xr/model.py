@@ -195,11 +195,14 @@ class _Attention(nn.Module):
     def forward(self, query: Tensor, memory: Tensor) -> Tensor:
         """(n, t_q, d) queries attend to (n, t, d) memory -> (n, t_q, d)."""
         n, _, d = query.shape
-        w_q, w_k, w_v = self.in_proj_weight.chunk(3)
-        b_q, b_k, b_v = self.in_proj_bias.chunk(3)
-        q = F.linear(query, w_q, b_q)
-        k = F.linear(memory, w_k, b_k)
-        v = F.linear(memory, w_v, b_v)
+        if memory is query:
+            # Self-attention: one GEMM three times as wide is faster than three.
+            q, k, v = F.linear(query, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
+        else:
+            w_q, w_kv = self.in_proj_weight.split([d, 2 * d])
+            b_q, b_kv = self.in_proj_bias.split([d, 2 * d])
+            q = F.linear(query, w_q, b_q)
+            k, v = F.linear(memory, w_kv, b_kv).chunk(2, dim=-1)
         if self.zero_slot:
             # Appended after the projections: one extra logit exactly 0, value 0.
             zeros = k.new_zeros(n, 1, d)

@@ -1,8 +1,11 @@
 """STAC API searches with pystac-client.
 
-Only the parameters that every STAC API honours (bbox, datetime, collections) are sent to the
-server; embedded servers such as ``rustac serve`` ignore ``query``/``filter``, so nothing here
-depends on them.
+Every STAC API answers ``intersects``/``bbox``, ``datetime`` and ``collections``. The cloud
+cover limit goes to the server as a CQL2 ``filter`` or a ``query`` only when the server
+declares that it conforms; it is ALSO applied client-side, because embedded servers such as
+``rustac serve`` ignore ``query``/``filter`` (and a server may claim more than it does).
+Pages are followed to the end; transient HTTP errors (429, 5xx, dropped connections) are
+retried with exponential backoff.
 """
 
 from __future__ import annotations
@@ -10,12 +13,21 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pystac
-from pystac_client import Client
+from pystac_client import Client, ConformanceClasses
 from pystac_client.exceptions import APIError
+from pystac_client.stac_api_io import StacApiIO
+from requests.exceptions import RequestException
+from shapely.geometry import mapping
+from urllib3.util.retry import Retry
+
+from pipelines.grid import aoi_geometry
 
 __all__ = ["CatalogSearchError", "SearchRequest", "bbox_union", "search_items"]
+
+_TRANSIENT = (429, 500, 502, 503, 504)
 
 
 class CatalogSearchError(RuntimeError):
@@ -27,51 +39,124 @@ class SearchRequest:
     """What to look for."""
 
     collections: tuple[str, ...]
-    bbox: tuple[float, float, float, float]
-    """(west, south, east, north) in degrees."""
-    start: dt.date
-    end: dt.date
+    bbox: tuple[float, float, float, float] | None = None
+    """(west, south, east, north) in degrees; or give ``geometry``."""
+    start: dt.date | None = None
+    end: dt.date | None = None
     """Inclusive."""
+    geometry: dict | None = None
+    """A GeoJSON geometry (lon/lat) instead of ``bbox``."""
+    max_cloud_cover: float | None = None
+    """Keep items with ``eo:cloud_cover`` <= this percentage."""
+
+    def __post_init__(self) -> None:
+        if not self.collections:
+            raise ValueError("no collections to search: give at least one collection id")
+        if (self.bbox is None) == (self.geometry is None):
+            raise ValueError("give exactly one of bbox (lon/lat) or geometry (GeoJSON)")
+        aoi_geometry(self.geometry if self.geometry is not None else self.bbox)  # validates
+        if self.start is None or self.end is None or self.end < self.start:
+            raise ValueError(f"dates {self.start}..{self.end}: give start <= end")
+        if self.max_cloud_cover is not None and not 0 <= self.max_cloud_cover <= 100:
+            raise ValueError(f"max_cloud_cover={self.max_cloud_cover}: a percentage, 0-100")
 
     @property
     def datetime_range(self) -> str:
         return f"{self.start.isoformat()}T00:00:00Z/{self.end.isoformat()}T23:59:59Z"
 
+    def describe(self, url: str) -> str:
+        area = f"bbox {list(self.bbox)}" if self.bbox else f"{self.geometry['type']} AOI"
+        return (
+            f"catalog {url}, collections {list(self.collections)}, {area}, "
+            f"dates {self.start}..{self.end}"
+        )
+
+
+def _open(url: str, retries: int, backoff_s: float, modifier: Any = None) -> Client:
+    retry = Retry(
+        total=retries,
+        backoff_factor=backoff_s,
+        status_forcelist=_TRANSIENT,
+        allowed_methods=frozenset({"GET", "POST"}),
+        raise_on_status=False,
+    )
+    return Client.open(url, stac_io=StacApiIO(max_retries=retry), modifier=modifier)
+
+
+def _server_side_cloud_filter(client: Client, limit: float) -> dict[str, Any]:
+    if client.conforms_to(ConformanceClasses.FILTER):
+        return {"filter": {"op": "<=", "args": [{"property": "eo:cloud_cover"}, limit]},
+                "filter_lang": "cql2-json"}  # fmt: skip
+    if client.conforms_to(ConformanceClasses.QUERY):
+        return {"query": {"eo:cloud_cover": {"lte": limit}}}
+    return {}
+
 
 def search_items(
-    url: str, request: SearchRequest, page_size: int = 100
+    url: str,
+    request: SearchRequest,
+    page_size: int = 100,
+    retries: int = 4,
+    backoff_s: float = 0.5,
+    modifier: Any = None,
 ) -> dict[str, list[pystac.Item]]:
     """All items matching ``request``, by collection (each list sorted by datetime, id).
 
+    Args:
+        url: STAC API root.
+        request: what to look for.
+        page_size: items per page (all pages are read).
+        retries: retries of a transient HTTP error, with exponential backoff.
+        modifier: pystac-client modifier (e.g. Planetary Computer URL signing).
+
     Raises:
-        CatalogSearchError: the catalog is unreachable, or a collection has no match.
+        CatalogSearchError: the catalog is unreachable, or a collection has no match; the
+            message names the catalog, the AOI and the dates.
     """
-    describe = (
-        f"catalog {url}, collections {list(request.collections)}, bbox {list(request.bbox)}, "
-        f"dates {request.start}..{request.end}"
-    )
+    describe = request.describe(url)
     try:
-        client = Client.open(url)
+        client = _open(url, retries, backoff_s, modifier)
+        extra = (
+            _server_side_cloud_filter(client, request.max_cloud_cover)
+            if request.max_cloud_cover is not None
+            else {}
+        )
+        area = (
+            {"intersects": mapping(aoi_geometry(request.geometry))}
+            if request.geometry is not None
+            else {"bbox": list(request.bbox)}
+        )
         search = client.search(
             collections=list(request.collections),
-            bbox=list(request.bbox),
             datetime=request.datetime_range,
             limit=page_size,
+            **area,
+            **extra,
         )
         items = list(search.items())
-    except (APIError, OSError) as error:
+    except (APIError, OSError, RequestException) as error:
         raise CatalogSearchError(
             f"cannot search {describe}: {error}. Check that the STAC API is running and "
             "reachable (for a local catalog: `tamrf catalog serve DIR`)."
         ) from error
+    if request.max_cloud_cover is not None:
+        items = [
+            i for i in items
+            if i.properties.get("eo:cloud_cover", 0.0) <= request.max_cloud_cover
+        ]  # fmt: skip
     by_collection: dict[str, list[pystac.Item]] = {c: [] for c in request.collections}
     for item in items:
         by_collection.setdefault(item.collection_id or "", []).append(item)
     empty = [c for c in request.collections if not by_collection[c]]
     if empty:
         raise CatalogSearchError(
-            f"no items in collection(s) {empty} for {describe}: widen the area or the dates, "
-            "or check the collection names"
+            f"no items in collection(s) {empty} for {describe}"
+            + (
+                f" with cloud cover <= {request.max_cloud_cover}%"
+                if request.max_cloud_cover is not None
+                else ""
+            )
+            + ": widen the area or the dates, or check the collection names"
         )
     for collection_items in by_collection.values():
         collection_items.sort(key=lambda i: (i.datetime, i.id))

@@ -102,7 +102,7 @@ def test_search_errors_name_the_catalog_area_and_dates(first_run):
     )
     dead = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(CatalogSearchError, match=re.escape(dead)) as error:
-        search_items(dead, request)
+        search_items(dead, request, retries=1, backoff_s=0.01)
     assert "2022-05-01" in str(error.value) and "sentinel-2-l2a" in str(error.value)
 
     with RustacServer(out / "simulated" / "stac" / "catalog.json") as server:

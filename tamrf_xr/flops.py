@@ -1,0 +1,200 @@
+"""Analytic floating-point operation count of one TAMRF forward pass.
+
+Convention: a multiply-add is 2 FLOPs, and only the matrix products are counted:
+
+- a 3x3 convolution from ``cin`` to ``cout`` channels costs ``2 * cin * 9 * cout`` per output
+  pixel (per date); the Landsat trunk runs on the 30 m grid (``H/3 x W/3``), its upsampling
+  conv and everything after it on the 10 m grid (``H x W``);
+- a linear layer costs ``2 * in * out`` per token;
+- an attention costs ``2 * 2 * s_q * s_k * d`` per pixel (scores ``QK^T`` and the weighted sum
+  of the values, over all heads: ``heads * head_dim = d``); the decoder's cross-attention has
+  ``s_k = t + 1`` keys because of its all-zero key/value slot.
+
+Element-wise work is NOT counted: biases, activations (LeakyReLU, ReLU), softmax and the
+attention scaling, LayerNorm, residual additions and the 0.2 scales, the bicubic upsampling,
+the date encoding, concatenations and copies. This is the convention of
+``torch.utils.flop_counter.FlopCounterMode`` (which counts convolutions and matrix products
+without their bias), so the two agree exactly wherever that counter sees the attention kernels
+(on CPU it does not see ``scaled_dot_product_attention``'s fused kernel: there it reports
+``total - attention``; see ``tests/test_flops.py``).
+
+The count follows ``tamrf_xr.model.TAMRF`` as implemented: the decoder's query projection is
+computed for every pixel although the queries are the same at every pixel, and the spatial
+decoder runs once per query date. Pure Python, no torch needed.
+
+Example::
+
+    >>> from tamrf_xr.model import ModelConfig
+    >>> f = forward_flops(ModelConfig(), H=165, W=165, t_s=79, t_l=49, t_q=12)
+    >>> round(f.total / 1e12, 2)  # TFLOP
+    7.8
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # only for type hints: this module works without torch
+    from tamrf_xr.model import ModelConfig
+
+__all__ = [
+    "ForwardFlops",
+    "attention_flops",
+    "conv3x3_flops",
+    "forward_flops",
+    "spatial_encoder_flops",
+    "transformer_layer_flops",
+]
+
+
+def conv3x3_flops(cin: int, cout: int, h: int, w: int) -> int:
+    """FLOPs of one 3x3 convolution (bias ignored) on one ``h x w`` image: 2*cin*9*cout*h*w."""
+    return 2 * cin * 9 * cout * h * w
+
+
+def spatial_encoder_flops(config: ModelConfig, in_channels: int, h: int, w: int) -> int:
+    """FLOPs of one spatial encoder (head conv, RRDBs, tail conv) on ONE date of ``h x w``.
+
+    Each residual dense block has ``rdb_convs`` convs; conv ``k`` reads
+    ``features + k * rdb_growth`` channels and writes ``rdb_growth`` (the last one:
+    ``features``).
+    """
+    f, g, n = config.features, config.rdb_growth, config.rdb_convs
+    dense_block = sum(conv3x3_flops(f + k * g, g if k < n - 1 else f, h, w) for k in range(n))
+    rrdbs = config.rrdb_blocks * config.rdbs_per_rrdb * dense_block
+    return conv3x3_flops(in_channels, f, h, w) + rrdbs + conv3x3_flops(f, f, h, w)
+
+
+def attention_flops(d: int, s_q: int, s_k: int) -> int:
+    """Scores and weighted sum of one multi-head attention for one pixel: 2*2*s_q*s_k*d."""
+    return 4 * s_q * s_k * d
+
+
+def transformer_layer_flops(
+    d: int, ffn: int, s_q: int, s_m: int, zero_slot: bool = False
+) -> tuple[int, int]:
+    """FLOPs of one post-norm transformer layer for ONE pixel.
+
+    ``s_q`` query tokens attend to ``s_m`` memory tokens (``s_q = s_m`` for self-attention),
+    plus one all-zero key/value slot when ``zero_slot``.
+
+    Returns:
+        (total, attention): the layer's FLOPs, and the part of them spent in the attention
+        scores and weighted sum (the ``scaled_dot_product_attention`` call).
+    """
+    s_k = s_m + (1 if zero_slot else 0)
+    projections = 2 * d * d * (2 * s_q + 2 * s_m)  # q and output on queries; k, v on memory
+    attention = attention_flops(d, s_q, s_k)
+    feed_forward = 2 * 2 * d * ffn * s_q
+    return projections + attention + feed_forward, attention
+
+
+@dataclass(frozen=True)
+class ForwardFlops:
+    """FLOPs of one forward pass, per part of the network (see the module docstring).
+
+    The five part fields add up to ``total``; ``temporal_encoder_attention`` and
+    ``temporal_decoder_attention`` are the shares of ``temporal_encoder`` and
+    ``temporal_decoder`` spent inside ``scaled_dot_product_attention`` (already included in
+    those parts, not added again).
+    """
+
+    s2_encoder: int
+    """All S2 dates through the S2 spatial encoder (10 m grid)."""
+    landsat_encoder: int
+    """All Landsat dates: trunk on the 30 m grid plus the upsampling conv on the 10 m grid."""
+    temporal_encoder: int
+    """The per-pixel transformer encoder layers over the ``t_s + t_l`` dates."""
+    temporal_decoder: int
+    """The per-pixel cross-attention block (queries -> encoder tokens + zero slot)."""
+    spatial_decoder: int
+    """The two decoder convs, once per query date."""
+    temporal_encoder_attention: int
+    """Attention scores + weighted sums inside ``temporal_encoder``."""
+    temporal_decoder_attention: int
+    """Attention scores + weighted sums inside ``temporal_decoder``."""
+    output_pixel_dates: int
+    """``H * W * t_q``: the number of predicted (pixel, date) pairs."""
+
+    @property
+    def total(self) -> int:
+        """FLOPs of the whole forward pass."""
+        return sum(self.parts().values())
+
+    @property
+    def attention(self) -> int:
+        """FLOPs inside ``scaled_dot_product_attention`` (encoder and decoder)."""
+        return self.temporal_encoder_attention + self.temporal_decoder_attention
+
+    @property
+    def per_output_pixel_date(self) -> float:
+        """``total / (H * W * t_q)``."""
+        return self.total / self.output_pixel_dates
+
+    def parts(self) -> dict[str, int]:
+        """The five parts, in network order."""
+        return {
+            "s2_encoder": self.s2_encoder,
+            "landsat_encoder": self.landsat_encoder,
+            "temporal_encoder": self.temporal_encoder,
+            "temporal_decoder": self.temporal_decoder,
+            "spatial_decoder": self.spatial_decoder,
+        }
+
+    def to_dict(self) -> dict[str, float]:
+        """All fields plus ``total``, ``attention`` and ``per_output_pixel_date`` (for JSON)."""
+        return {
+            **asdict(self),
+            "total": self.total,
+            "attention": self.attention,
+            "per_output_pixel_date": self.per_output_pixel_date,
+        }
+
+
+def forward_flops(
+    config: ModelConfig, H: int, W: int, t_s: int, t_l: int, t_q: int
+) -> ForwardFlops:
+    """Analytic FLOPs of ``TAMRF(config)`` on one tile (batch 1; multiply by b for a batch).
+
+    Args:
+        config: the architecture (a ``tamrf_xr.model.ModelConfig``).
+        H, W: the 10 m grid (multiples of ``config.landsat_scale``; Landsat is H/3 x W/3).
+        t_s: S2 dates (may be 0).
+        t_l: Landsat dates (may be 0).
+        t_q: query dates (>= 1).
+
+    Returns:
+        The per-part count.
+    """
+    scale = config.landsat_scale
+    if min(H, W) < 1 or H % scale or W % scale:
+        raise ValueError(f"H and W must be positive multiples of {scale}, got {H} x {W}")
+    if min(t_s, t_l) < 0 or t_s + t_l == 0:
+        raise ValueError(f"need t_s, t_l >= 0 with at least one date, got {t_s}, {t_l}")
+    if t_q < 1:
+        raise ValueError(f"need at least one query date, got t_q = {t_q}")
+    f, d, ffn = config.features, config.d_model, config.ffn_dim
+    pixels = H * W
+    t = t_s + t_l
+
+    s2 = t_s * spatial_encoder_flops(config, config.s2_bands, H, W)
+    landsat = t_l * (
+        spatial_encoder_flops(config, config.landsat_bands, H // scale, W // scale)
+        + conv3x3_flops(f, f, H, W)
+    )
+    layer, layer_attention = transformer_layer_flops(d, ffn, s_q=t, s_m=t)
+    decoder, decoder_attention = transformer_layer_flops(d, ffn, s_q=t_q, s_m=t, zero_slot=True)
+    spatial_decoder = t_q * (
+        conv3x3_flops(d, d, H, W) + conv3x3_flops(d, config.output_bands, H, W)
+    )
+    return ForwardFlops(
+        s2_encoder=s2,
+        landsat_encoder=landsat,
+        temporal_encoder=pixels * config.transformer_layers * layer,
+        temporal_decoder=pixels * decoder,
+        spatial_decoder=spatial_decoder,
+        temporal_encoder_attention=pixels * config.transformer_layers * layer_attention,
+        temporal_decoder_attention=pixels * decoder_attention,
+        output_pixel_dates=pixels * t_q,
+    )

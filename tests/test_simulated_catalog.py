@@ -29,6 +29,7 @@ from affine import Affine
 from pyproj import CRS, Transformer
 from pystac_client import Client
 from shapely.geometry import box, shape
+from stac_expectations import expected_ids, parse_time
 from typer.testing import CliRunner
 
 from flows.cli import app
@@ -185,10 +186,6 @@ def geometry_in(item: dict[str, Any] | pystac.Item, epsg: int) -> shapely.Geomet
         return np.column_stack(to_crs.transform(xy[:, 0], xy[:, 1]))
 
     return shapely.transform(shape(geometry), project)
-
-
-def parse_time(text: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(dt.UTC)
 
 
 def write_in_subprocess(config: SimulationConfig, out: Path, repo_root: Path) -> None:
@@ -786,30 +783,6 @@ def test_at_describes_a_product_and_rejects_other_directories(
 # --------------------------------------------------------------------------------------------
 # 8. Round trip through the STAC API servers
 # --------------------------------------------------------------------------------------------
-
-
-def expected_ids(
-    items: list[dict[str, Any]],
-    bbox: list[float] | None = None,
-    datetime: str | None = None,
-    collections: list[str] | None = None,
-) -> set[str]:
-    """Ids a STAC API search must return (geometry intersects bbox; datetime ends inclusive)."""
-    start = end = None
-    if datetime is not None:
-        lo, hi = datetime.split("/")
-        start, end = parse_time(lo), parse_time(hi)
-    out = set()
-    for item in items:
-        if collections is not None and item["collection"] not in collections:
-            continue
-        if bbox is not None and not shape(item["geometry"]).intersects(box(*bbox)):
-            continue
-        when = parse_time(item["properties"]["datetime"])
-        if start is not None and not start <= when <= end:
-            continue
-        out.add(item["id"])
-    return out
 
 
 def search_queries(items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

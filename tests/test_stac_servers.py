@@ -15,8 +15,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,8 @@ import pystac
 import pytest
 import shapely
 from pystac_client import Client
-from shapely.geometry import box, shape
+from shapely.geometry import box
+from stac_expectations import expected_ids, parse_time
 from typer.testing import CliRunner
 
 from flows.cli import app
@@ -61,39 +61,6 @@ def require_pgstac() -> None:
 # --------------------------------------------------------------------------------------------
 # Expected results, computed without any server
 # --------------------------------------------------------------------------------------------
-
-
-def _parse_time(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
-
-
-def expected_ids(
-    items: Iterable[dict[str, Any]],
-    bbox: list[float] | None = None,
-    datetime: str | None = None,
-    collections: list[str] | None = None,
-) -> set[str]:
-    """Ids of the items a STAC API search with these parameters must return.
-
-    bbox: the item geometry intersects the box. datetime: ``start/end`` (``..`` open), both
-    ends inclusive. collections: the item is in one of them.
-    """
-    start = end = None
-    if datetime is not None:
-        lo, hi = datetime.split("/")
-        start = None if lo == ".." else _parse_time(lo)
-        end = None if hi == ".." else _parse_time(hi)
-    out = set()
-    for item in items:
-        if collections is not None and item["collection"] not in collections:
-            continue
-        if bbox is not None and not shape(item["geometry"]).intersects(box(*bbox)):
-            continue
-        t = _parse_time(item["properties"]["datetime"])
-        if (start is not None and t < start) or (end is not None and t > end):
-            continue
-        out.add(item["id"])
-    return out
 
 
 def search_ids(url: str, **query: Any) -> set[str]:
@@ -177,7 +144,7 @@ def synthetic_items() -> dict[str, list[pystac.Item]]:
             id=iid,
             geometry=shapely.geometry.mapping(geom),
             bbox=list(geom.bounds),
-            datetime=_parse_time(when),
+            datetime=parse_time(when),
             properties={},
         )
         # A relative asset href: the loader must make it absolute.

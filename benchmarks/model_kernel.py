@@ -225,6 +225,14 @@ def _part_hooks(model, seconds: dict[str, float], device: str) -> list:
     return handles
 
 
+def _pixel_chunk(model, t: int, t_q: int, element_bytes: int) -> int | None:
+    """The transformer's pixels per chunk (a private method of the model: None if gone)."""
+    try:
+        return model._pixels_per_chunk(t, t_q, element_bytes)
+    except (AttributeError, TypeError):
+        return None
+
+
 def run_case(case: dict[str, Any]) -> dict[str, Any]:
     """One date count, in this (fresh) process: time, peak memory, FLOPs."""
     import torch
@@ -291,7 +299,7 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
         "t_s": t_s,
         "t_l": t_l,
         "t_q": t_q,
-        "pixel_chunk": model._pixels_per_chunk(t_s + t_l, t_q, 2 if case["dtype"] == "bf16" else 4),
+        "pixel_chunk": _pixel_chunk(model, t_s + t_l, t_q, 2 if case["dtype"] == "bf16" else 4),
         "encoder_batch_dates": model.encoder_batch_dates,
         "seconds": times,
         "median_s": median,
@@ -325,7 +333,7 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
         with profile(activities=activities, record_shapes=False) as prof:
             forward()
             _sync(device)
-        key = "self_cuda_time_total" if device == "cuda" else "self_cpu_time_total"
+        key = "self_device_time_total" if device == "cuda" else "self_cpu_time_total"
         events = sorted(prof.key_averages(), key=lambda e: getattr(e, key), reverse=True)
         row["profile_top_ops"] = [
             {"op": e.key, "calls": e.count, "self_s": getattr(e, key) / 1e6} for e in events[:15]
@@ -463,6 +471,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--parts", action="store_true", help="one more pass timing each part")
     p.add_argument("--profile", action="store_true", help="one more pass under torch.profiler")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/model_kernel.json"))
+    p.add_argument(
+        "--report", type=Path, help="re-evaluate and print the table of an earlier --out JSON"
+    )
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.size % 3:
@@ -475,6 +486,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.worker:
         print(json.dumps(run_case(json.loads(args.worker))))
         return {}
+    if args.report:
+        result = json.loads(args.report.read_text())
+        peak = result["peak_matmul"]
+        peak["flop_per_s"] = max(
+            [2 * peak["n"] ** 3 / min(peak["seconds"])]
+            + [r["matmul_flop_per_s_before_case"] for r in result["rows"]]
+        )
+        result.update(evaluate(result["rows"], peak["flop_per_s"], result["settings"]["dtype"]))
+        print(markdown(result))
+        return result
     import torch
 
     if args.device == "cuda" and not torch.cuda.is_available():

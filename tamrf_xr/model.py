@@ -336,13 +336,13 @@ class TAMRF(nn.Module):
         landsat_days: Tensor,
         query_days: Tensor | Sequence[float],
     ) -> Tensor:
-        b, _, _ = self._check_inputs(s2, s2_days, landsat, landsat_days)
+        b, H, W = self._check_inputs(s2, s2_days, landsat, landsat_days)
         queries = self._query_days(query_days, b, s2.device if s2.numel() else landsat.device)
         c = self.config
         # Features stay in one tensor per sensor: concatenating them would double the largest
         # allocation of the forward pass (t x 64 x H x W floats).
-        landsat_features = self._encode(landsat, self._encode_landsat)  # (b, t_l, 64, H, W)
-        s2_features = self._encode(s2, self.s2_encoder)  # (b, t_s, 64, H, W)
+        landsat_features = self._encode(landsat, self._encode_landsat, H, W)  # (b, t_l, 64, H, W)
+        s2_features = self._encode(s2, self.s2_encoder, H, W)  # (b, t_s, 64, H, W)
         days = torch.cat([landsat_days, s2_days], dim=1).to(torch.float32)  # (b, t)
         sensor = torch.cat(
             [
@@ -436,15 +436,15 @@ class TAMRF(nn.Module):
         )
         return F.leaky_relu(self.landsat_upsample_conv(y), self.config.leaky_slope)
 
-    def _encode(self, series: Tensor, encoder) -> Tensor:
+    def _encode(self, series: Tensor, encoder, H: int, W: int) -> Tensor:
         """Apply a spatial encoder to every date, a batch of dates at a time.
 
         (b, t, c, h, w) -> (b, t, 64, H, W).
         """
         b, t = series.shape[:2]
         flat = series.flatten(0, 1)
-        scale = self.config.landsat_scale if encoder is not self.s2_encoder else 1
-        h, w = series.shape[-2] * scale, series.shape[-1] * scale
+        # An empty series may come with any spatial size: the output grid is (H, W).
+        h, w = H, W
         out = None
         for i in range(0, flat.shape[0], self.encoder_batch_dates):
             encoded = encoder(flat[i : i + self.encoder_batch_dates])

@@ -158,6 +158,10 @@ def test_output_shape_and_both_series_optional(model: TAMRF):
         assert no_s2.shape == (2, 1, 18, 24, 24)
         no_landsat = model(s2, s2_days, landsat[:, :0], landsat_days[:, :0], [10.0])
         assert no_landsat.shape == (2, 1, 18, 24, 24)
+        # An empty series may carry no meaningful spatial size.
+        for empty in (torch.zeros(2, 0, 8, 0, 0), torch.zeros(2, 0, 8, 5, 5)):
+            alone = model(s2, s2_days, empty, landsat_days[:, :0], [10.0])
+            torch.testing.assert_close(alone, no_landsat)
     assert torch.isfinite(out).all()
 
 

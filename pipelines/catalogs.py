@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
+
 from tamrf_xr.bands import LANDSAT_BANDS, S2_BANDS
 from tamrf_xr.simulate.encoding import (
     LANDSAT_SR_OFFSET,
@@ -54,6 +56,14 @@ class ScalingRule:
     nodata: int | None
     name: str
     """Which rule was applied, for provenance (e.g. ``s2-baseline>=04.00-offset-in-dn``)."""
+
+    def apply(self, dn: Any) -> Any:
+        """float32 values of a NumPy or dask DN array; NaN where ``DN == nodata`` (and where
+        the DN is already NaN, as the readers deliver pixels without data)."""
+        values = dn.astype(np.float32) * np.float32(self.scale) + np.float32(self.offset)
+        if self.nodata is None:
+            return values
+        return np.where(dn != self.nodata, values, np.float32(np.nan))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -105,6 +115,8 @@ class CatalogProfile:
     landsat_assets: Mapping[str, str]
     landsat_qa_pixel_asset: str = "qa_pixel"
     landsat_qa_radsat_asset: str = "qa_radsat"
+    landsat_qa_aerosol_asset: str | None = "qa_aerosol"
+    """SR_QA_AEROSOL (high aerosol is masked); None where a catalog does not publish it."""
     s2_offset_source: Literal["earthsearch-flag", "raster-bands", "baseline"] = "baseline"
     """Where the S2 DN offset comes from: Earth Search's flag (``sentinel-2-l2a``), the
     assets' ``raster:bands`` (trusted, e.g. ``sentinel-2-c1-l2a``), or the baseline alone."""
@@ -126,8 +138,10 @@ class CatalogProfile:
         keys = dict(self.landsat_assets)
         if item is not None and not self.has_thermal(item):
             keys.pop("LS_B10", None)
-        return {**keys, "QA_PIXEL": self.landsat_qa_pixel_asset,
-                "QA_RADSAT": self.landsat_qa_radsat_asset}  # fmt: skip
+        keys |= {"QA_PIXEL": self.landsat_qa_pixel_asset, "QA_RADSAT": self.landsat_qa_radsat_asset}
+        if self.landsat_qa_aerosol_asset is not None:
+            keys["QA_AEROSOL"] = self.landsat_qa_aerosol_asset
+        return keys
 
     def has_thermal(self, item: Mapping[str, Any]) -> bool:
         correction = item.get("properties", {}).get("landsat:correction")

@@ -1,0 +1,235 @@
+"""Lazy reads of STAC assets onto a grid: the one module that uses stackstac.
+
+stackstac is unmaintained (it pins pandas<3); keeping every call to it here means swapping it
+for another reader (odc-stac, a rasterio loop) touches one file. Everything it returns is raw:
+no ``raster:bands`` rescaling (the catalogs disagree on it, see :mod:`pipelines.catalogs`), DNs
+as float32 with NaN where the asset has no data.
+
+A broken asset (404, truncated or corrupt file) never crashes a run: its reads return NaN, a
+:class:`BrokenAssetWarning` is issued once per asset and process, and a record is written to a
+:class:`BrokenAssetLog` directory (shared by every worker of a cluster on one file system), so
+a run can report which item/asset went missing after the fact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pystac
+import rasterio.errors
+import stackstac
+import xarray as xr
+from rasterio.enums import Resampling
+from stackstac.rio_reader import DEFAULT_GDAL_ENV, AutoParallelRioReader
+
+from pipelines.catalogs import item_epsg
+
+__all__ = [
+    "BrokenAssetLog",
+    "BrokenAssetWarning",
+    "GridSpec2D",
+    "read_assets",
+    "stac_item_dicts",
+]
+
+LOG = logging.getLogger(__name__)
+
+RESAMPLING = {"nearest": Resampling.nearest, "bilinear": Resampling.bilinear,
+              "cubic": Resampling.cubic, "average": Resampling.average}  # fmt: skip
+
+# Failures of the data source, not of the program: these become nodata + a record.
+_ASSET_ERRORS = (rasterio.errors.RasterioError, RuntimeError, OSError, ValueError)
+
+
+class BrokenAssetWarning(UserWarning):
+    """An asset could not be read; its pixels are nodata for that date."""
+
+
+@dataclass(frozen=True)
+class GridSpec2D:
+    """A north-up raster grid: CRS, pixel size and (west, south, east, north) bounds."""
+
+    epsg: int
+    resolution: float
+    bounds: tuple[float, float, float, float]
+
+    def __post_init__(self) -> None:
+        west, south, east, north = self.bounds
+        if not (west < east and south < north) or self.resolution <= 0:
+            raise ValueError(f"empty grid: bounds {self.bounds}, resolution {self.resolution}")
+        for extent in (east - west, north - south):
+            if abs(extent / self.resolution - round(extent / self.resolution)) > 1e-6:
+                raise ValueError(
+                    f"bounds {self.bounds} do not hold a whole number of "
+                    f"{self.resolution} m pixels: snap them to the grid"
+                )
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        west, south, east, north = self.bounds
+        return (round((north - south) / self.resolution), round((east - west) / self.resolution))
+
+    def coords(self) -> tuple[np.ndarray, np.ndarray]:
+        """(y, x) pixel-centre coordinates, float64."""
+        west, _, _, north = self.bounds
+        rows, cols = self.shape
+        y = north - (np.arange(rows) + 0.5) * self.resolution
+        x = west + (np.arange(cols) + 0.5) * self.resolution
+        return y, x
+
+
+class BrokenAssetLog:
+    """A directory of JSON records, one per broken asset (written atomically, idempotent)."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
+
+    def record(self, url: str, error: str) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        name = hashlib.sha256(url.encode()).hexdigest()[:24] + ".json"
+        target = self.directory / name
+        if target.exists():
+            return
+        temporary = target.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+        temporary.write_text(json.dumps({"url": url, "error": error}))
+        temporary.replace(target)
+
+    def records(self) -> list[dict[str, str]]:
+        """Every record, sorted by URL."""
+        if not self.directory.is_dir():
+            return []
+        found = [json.loads(p.read_text()) for p in self.directory.glob("*.json")]
+        return sorted(found, key=lambda r: r["url"])
+
+
+_WARNED: set[str] = set()
+_WARNED_LOCK = threading.Lock()
+
+
+class RecordingRioReader(AutoParallelRioReader):
+    """stackstac's reader, turning any failure to open or read an asset into nodata + record."""
+
+    def __init__(self, *, broken_log_dir: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.broken_log_dir = broken_log_dir
+
+    def read(self, window, **kwargs) -> np.ndarray:  # noqa: ANN001 (rasterio Window)
+        try:
+            return super().read(window, **kwargs)
+        except _ASSET_ERRORS as error:
+            message = f"asset {self.url!r} is unreadable ({error}); its pixels are nodata"
+            with _WARNED_LOCK:
+                first = self.url not in _WARNED
+                _WARNED.add(self.url)
+            if first:
+                warnings.warn(message, BrokenAssetWarning, stacklevel=2)
+                LOG.warning(message)
+            if self.broken_log_dir is not None:
+                BrokenAssetLog(self.broken_log_dir).record(self.url, str(error))
+            return np.full((int(window.height), int(window.width)), self.fill_value, self.dtype)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**super().__getstate__(), "broken_log_dir": self.broken_log_dir}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state)
+
+
+class _ReaderFactory:
+    """Picklable ``reader`` for stackstac that carries the broken-asset log directory."""
+
+    def __init__(self, broken_log_dir: str | None) -> None:
+        self.broken_log_dir = broken_log_dir
+
+    def __call__(self, **kwargs: Any) -> RecordingRioReader:
+        return RecordingRioReader(broken_log_dir=self.broken_log_dir, **kwargs)
+
+
+def stac_item_dicts(items: Sequence[pystac.Item | Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Plain STAC item dicts, each with ``proj:epsg`` (derived from ``proj:code`` if needed).
+
+    stackstac 0.5.1 reads only ``proj:epsg``; STAC 1.1 catalogs publish ``proj:code``.
+    """
+    out = []
+    for item in items:
+        document = item.to_dict() if isinstance(item, pystac.Item) else json.loads(json.dumps(item))
+        properties = document.setdefault("properties", {})
+        properties["proj:epsg"] = item_epsg(document)
+        out.append(document)
+    return out
+
+
+def read_assets(
+    items: Sequence[Mapping[str, Any]],
+    assets: Sequence[str],
+    grid: GridSpec2D,
+    *,
+    resampling: str = "nearest",
+    chunk_px: int | None = None,
+    gdal_env: Mapping[str, str] | None = None,
+    broken_log: BrokenAssetLog | None = None,
+) -> xr.DataArray:
+    """Lazily read ``assets`` of ``items`` onto ``grid`` as raw float32 DNs.
+
+    Args:
+        items: STAC item dicts (see :func:`stac_item_dicts`), in the order wanted along time.
+        assets: asset keys; an item without one of them reads as NaN for it.
+        grid: the output grid (every asset is warped onto it when its own grid differs).
+        resampling: ``nearest``, ``bilinear``, ``cubic`` or ``average``.
+        chunk_px: spatial chunk size (default: the whole grid in one chunk).
+        gdal_env: GDAL options for opening the assets (e.g. requester pays).
+        broken_log: where to record broken assets.
+
+    Returns:
+        (item, asset, y, x) float32, NaN where the asset has no data; coordinates ``item``
+        (index), ``asset`` (keys), ``y`` and ``x`` (pixel centres), ``href`` (item, asset).
+    """
+    if resampling not in RESAMPLING:
+        raise ValueError(f"resampling {resampling!r} unknown; choose one of {sorted(RESAMPLING)}")
+    if not items:
+        raise ValueError("no items to read")
+    rows, cols = grid.shape
+    env = DEFAULT_GDAL_ENV.updated(always=dict(gdal_env or {}))
+    stack = stackstac.stack(
+        list(items),
+        assets=list(assets),
+        epsg=grid.epsg,
+        resolution=grid.resolution,
+        bounds=grid.bounds,
+        snap_bounds=False,
+        resampling=RESAMPLING[resampling],
+        chunksize=(1, 1, chunk_px or rows, chunk_px or cols),
+        dtype=np.dtype("float32"),
+        fill_value=np.float32(np.nan),
+        rescale=False,
+        sortby_date=False,
+        xy_coords="center",
+        properties=False,
+        band_coords=False,
+        gdal_env=env,
+        errors_as_nodata=(),
+        reader=_ReaderFactory(None if broken_log is None else str(broken_log.directory)),
+    )
+    if stack.shape[-2:] != (rows, cols):
+        raise RuntimeError(f"stackstac returned {stack.shape[-2:]} pixels, expected {(rows, cols)}")
+    y, x = grid.coords()
+    hrefs = np.array(
+        [[item.get("assets", {}).get(key, {}).get("href", "") for key in assets] for item in items],
+        dtype=object,
+    )
+    return xr.DataArray(
+        stack.data,
+        dims=("item", "asset", "y", "x"),
+        coords={"item": np.arange(len(items)), "asset": list(assets), "y": y, "x": x,
+                "href": (("item", "asset"), hrefs)},  # fmt: skip
+    )

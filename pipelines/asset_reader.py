@@ -123,7 +123,7 @@ class RecordingRioReader(AutoParallelRioReader):
         super().__init__(**kwargs)
         self.broken_log_dir = broken_log_dir
 
-    def read(self, window, **kwargs) -> np.ndarray:  # noqa: ANN001 (rasterio Window)
+    def read(self, window, **kwargs) -> np.ndarray:
         try:
             return super().read(window, **kwargs)
         except _ASSET_ERRORS as error:
@@ -230,6 +230,11 @@ def read_assets(
     return xr.DataArray(
         stack.data,
         dims=("item", "asset", "y", "x"),
-        coords={"item": np.arange(len(items)), "asset": list(assets), "y": y, "x": x,
-                "href": (("item", "asset"), hrefs)},  # fmt: skip
+        coords={
+            "item": np.arange(len(items)),
+            "asset": list(assets),
+            "y": y,
+            "x": x,
+            "href": (("item", "asset"), hrefs),
+        },
     )

@@ -439,9 +439,7 @@ def assemble_s2(
     clear = _crop(~invalid, halo10)
     valid = clear & da.isfinite(observations).all(axis=1)
 
-    records = _item_records(
-        ordered, keys, [dict.fromkeys(names, r) for r in rules]
-    )
+    records = _item_records(ordered, keys, [dict.fromkeys(names, r) for r in rules])
     return _dataset(
         sensor="sentinel-2", grid=grid, resolution=grid.pixel_m, bands=names,
         units=["1"] * len(names), observations=observations, valid=valid, clear=clear,
@@ -557,4 +555,3 @@ def broken_assets(cube: xr.Dataset) -> list[dict[str, str]]:
         if entry["url"] in by_href:
             out.append({**by_href[entry["url"]], "href": entry["url"], "error": entry["error"]})
     return out
-

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["BICUBIC_A", "upsample_bicubic", "UPSAMPLE_HALO"]
+__all__ = ["BICUBIC_A", "UPSAMPLE_HALO", "upsample_bicubic"]
 
 BICUBIC_A = -0.75
 UPSAMPLE_HALO = 2

@@ -30,7 +30,15 @@ import rasterio.errors
 import stackstac
 import xarray as xr
 from rasterio.enums import Resampling
-from stackstac.rio_reader import DEFAULT_GDAL_ENV, AutoParallelRioReader
+from rasterio.vrt import WarpedVRT
+from stackstac.rio_reader import (
+    DEFAULT_GDAL_ENV,
+    MULTITHREADED_DRIVER_ALLOWLIST,
+    AutoParallelRioReader,
+    SelfCleaningDatasetReader,
+    SingleThreadedRioDataset,
+    ThreadLocalRioDataset,
+)
 
 from pipelines.catalogs import item_epsg
 
@@ -117,11 +125,42 @@ _WARNED_LOCK = threading.Lock()
 
 
 class RecordingRioReader(AutoParallelRioReader):
-    """stackstac's reader, turning any failure to open or read an asset into nodata + record."""
+    """stackstac's reader, turning any failure to open or read an asset into nodata + record,
+    and warping so that a pixel's value does not depend on the grid it is read into.
+
+    Warped reads run in float32 (stackstac warps in the asset's integer type, so resampled DNs
+    were rounded, and the rounding flipped with the grid's origin and size: seams between
+    tiles) with XSCALE/YSCALE pinned to the true ratio of pixel sizes, which GDAL otherwise
+    estimates per request (its documented advice for reproducible output).
+    """
 
     def __init__(self, *, broken_log_dir: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.broken_log_dir = broken_log_dir
+
+    def _open(self):  # returns stackstac's private thread-safe dataset wrappers
+        with self.gdal_env.open:
+            ds = SelfCleaningDatasetReader(self.url, sharing=False)
+            if ds.count != 1:
+                count = ds.count
+                ds.close()
+                raise RuntimeError(f"asset {self.url!r} has {count} bands; assets must have one")
+            on_grid = self.spec.vrt_params == {"crs": ds.crs.to_epsg(), "transform": ds.transform,
+                                               "height": ds.height, "width": ds.width}  # fmt: skip
+            vrt = None
+            if not on_grid:
+                extras = {}
+                if ds.crs.is_projected and ds.crs.linear_units in ("metre", "meter"):
+                    x_res, y_res = self.spec.resolutions_xy
+                    extras = {"XSCALE": repr(ds.res[0] / x_res), "YSCALE": repr(ds.res[1] / y_res)}
+                with self.gdal_env.open_vrt:
+                    # Warp in float32: resampled DNs are not rounded back to integers.
+                    vrt = WarpedVRT(ds, sharing=False, resampling=self.resampling,
+                                    add_alpha=ds.nodata is None, dtype="float32", **extras,
+                                    **self.spec.vrt_params)  # fmt: skip
+        if ds.driver in MULTITHREADED_DRIVER_ALLOWLIST:
+            return ThreadLocalRioDataset(self.gdal_env, ds, vrt=vrt)
+        return SingleThreadedRioDataset(self.gdal_env, ds, vrt=vrt)
 
     def read(self, window, **kwargs) -> np.ndarray:
         try:
@@ -222,6 +261,15 @@ def read_assets(
     )
     if stack.shape[-2:] != (rows, cols):
         raise RuntimeError(f"stackstac returned {stack.shape[-2:]} pixels, expected {(rows, cols)}")
+    # stackstac leaves out the assets no item has and the items with nothing on the grid: put
+    # them back as NaN so that callers always get the (item, asset) table they asked for.
+    ids = [item["id"] for item in items]
+    if len(set(ids)) != len(ids):
+        raise ValueError("duplicate item ids: pass each item once")
+    stack = stack.assign_coords(time=stack["id"].values).drop_vars(
+        [c for c in stack.coords if c not in ("time", "band", "x", "y")]
+    )
+    stack = stack.reindex(time=ids, band=list(assets), fill_value=np.float32(np.nan))
     y, x = grid.coords()
     hrefs = np.array(
         [[item.get("assets", {}).get(key, {}).get("href", "") for key in assets] for item in items],

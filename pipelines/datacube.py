@@ -53,6 +53,7 @@ __all__ = [
     "assemble_landsat",
     "assemble_s2",
     "broken_assets",
+    "cube_summary",
     "solar_date",
 ]
 
@@ -107,13 +108,26 @@ class CubeGrid:
         GridSpec2D(self.epsg, self.pixel_m, self.bounds)  # validates the extent
 
     @classmethod
-    def for_tile(cls, tile: GridTile, margin_px: int = 0) -> CubeGrid:
-        """The tile's grid, grown by ``margin_px`` 10 m pixels (a multiple of 6) each side."""
+    def for_tile(
+        cls,
+        tile: GridTile,
+        margin_px: int = 0,
+        clip_to: tuple[float, float, float, float] | None = None,
+    ) -> CubeGrid:
+        """The tile's grid, grown by ``margin_px`` 10 m pixels (a multiple of 6) each side,
+        optionally cut down to ``clip_to`` bounds (tile CRS; snapped outwards to 60 m)."""
         if margin_px % 6:
             raise ValueError(f"margin_px={margin_px} must be a multiple of 6 (60 m)")
         m = margin_px * tile.spec.pixel_m
         west, south, east, north = tile.bounds
-        return cls(tile.epsg, (west - m, south - m, east + m, north + m), tile.spec.pixel_m)
+        bounds = (west - m, south - m, east + m, north + m)
+        if clip_to is not None:
+            w, s, e, n = clip_to
+            snapped = (math.floor(w / NEST_M) * NEST_M, math.floor(s / NEST_M) * NEST_M,
+                       math.ceil(e / NEST_M) * NEST_M, math.ceil(n / NEST_M) * NEST_M)  # fmt: skip
+            bounds = (max(bounds[0], snapped[0]), max(bounds[1], snapped[1]),
+                      min(bounds[2], snapped[2]), min(bounds[3], snapped[3]))  # fmt: skip
+        return cls(tile.epsg, bounds, tile.spec.pixel_m)
 
     def spec(self, resolution: float, halo_m: float = 0.0) -> GridSpec2D:
         west, south, east, north = self.bounds
@@ -531,6 +545,20 @@ def assemble_landsat(
         observations=observations, valid=valid, clear=clear, ordered=ordered, groups=groups,
         records=records, profile=profile, config=config, broken_log=broken_log,
     )  # fmt: skip
+
+
+def cube_summary(cube: xr.Dataset) -> dict[str, Any]:
+    """What a run reports of one cube: dates kept and dropped (with reasons), items, clear
+    share. Reads the quality layers if the cube was built without the date filter."""
+    return {
+        "sensor": cube.attrs["sensor"],
+        "items": len(json.loads(cube.attrs["items"])),
+        "dates": [str(np.datetime_as_string(t, unit="D")) for t in cube.time.values],
+        "mean_clear_fraction": round(float(cube.clear_fraction.mean()), 4)
+        if cube.sizes["time"]
+        else None,
+        "dropped_dates": json.loads(cube.attrs["dropped_dates"]),
+    }
 
 
 # ---------------------------------------------------------------------------------------------

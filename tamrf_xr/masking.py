@@ -57,13 +57,22 @@ def _disk(radius: int) -> np.ndarray:
 
 
 def _per_image(mask: np.ndarray, operation, radius: int) -> np.ndarray:
-    """Apply a 2-D morphology to the last two axes of a (..., H, W) mask."""
+    """Apply a 2-D morphology to the last two axes of a (..., H, W) mask.
+
+    Each image is edge-padded first: SciPy treats the outside as False, so an opening or
+    closing would otherwise erode a mask inwards from the image border (a fully cloudy image
+    would get a valid rim). Edge padding leaves dilations unchanged.
+    """
     if radius == 0:
         return mask
     structure = _disk(radius)
+    pad = 2 * radius
     flat = mask.reshape(-1, *mask.shape[-2:])
-    out = np.stack([operation(m, structure=structure) for m in flat]) if len(flat) else flat
-    return out.reshape(mask.shape)
+    out = [
+        operation(np.pad(m, pad, mode="edge"), structure=structure)[pad:-pad, pad:-pad]
+        for m in flat
+    ]
+    return (np.stack(out) if out else flat).reshape(mask.shape)
 
 
 def s2_invalid(scl: np.ndarray, config: MaskConfig | None = None) -> np.ndarray:

@@ -289,6 +289,13 @@ def test_southern_landsat_is_reprojected_from_negative_northings(tmp_path: Path)
     expected = expected_merged(simulation, docs, "red", 30.0, scale, nonzero)
     for t, date in enumerate(cube_dates(cube)):
         np.testing.assert_array_equal(cube.observations.values[t, red], expected[date])
+    # Bilinear warping with a CRS change gives the same pixels on grids of any size (no seams).
+    west, south, east, north = simulation.grid.bounds
+    for part_bounds in ((west, south, west + 300.0, north), (west + 300.0, south, east, north)):
+        part = assemble_landsat(docs, CubeGrid(32723, part_bounds), LOCAL, KEEP_ALL).compute()
+        np.testing.assert_array_equal(
+            part.observations.values, cube.sel(x=part.x).observations.values
+        )
     lon, lat = Transformer.from_crs(32723, 4326, always_xy=True).transform(
         float(cube.x.mean()), float(cube.y.mean())
     )

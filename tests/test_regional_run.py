@@ -53,12 +53,35 @@ def test_run_finds_every_simulated_item(first_run):
         assert found["last"][:10] <= CONFIG.end.isoformat()
 
 
+def test_run_assembles_the_cubes_of_every_tile(first_run):
+    _, summary = first_run
+    assert summary["tiles"], "the region lies in at least one output tile"
+    area = 0.0
+    for tile in summary["tiles"]:
+        west, south, east, north = tile["bounds"]
+        area += (east - west) * (north - south)
+        sensors = {c["sensor"]: c for c in tile["cubes"]}
+        assert set(sensors) == {"sentinel-2", "landsat"}
+        for cube in sensors.values():
+            kept, dropped = cube["dates"], [d["date"][:10] for d in cube["dropped_dates"]]
+            assert not set(kept) & set(dropped)
+            assert all("min_valid_fraction" in d["reason"] or "no data" in d["reason"]
+                       for d in cube["dropped_dates"])  # fmt: skip
+        assert tile["broken_assets"] == []
+    assert area == pytest.approx((CONFIG.width_px * 10.0) * (CONFIG.height_px * 10.0))
+    s2_dates = {d for t in summary["tiles"] for c in t["cubes"] if c["sensor"] == "sentinel-2"
+                for d in c["dates"] + [x["date"][:10] for x in c["dropped_dates"]]}  # fmt: skip
+    found = summary["collections"]["sentinel-2-l2a"]
+    assert len(s2_dates) <= found["count"] and s2_dates
+
+
 def test_run_publishes_a_summary_artifact(first_run):
     from prefect.artifacts import Artifact
 
     artifact = Artifact.get("tamrf-regional-run-summary")
     assert artifact is not None
     assert "sentinel-2-l2a" in artifact.data and "landsat-c2-l2" in artifact.data
+    assert "dates kept" in artifact.data
 
 
 def test_second_run_reuses_the_product_and_other_config_is_refused(first_run):

@@ -149,3 +149,28 @@ def test_transient_errors_are_retried_with_backoff(items):
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_planetary_computer_signing_modifier_runs_on_every_item(server, items, monkeypatch):
+    """The profile's signer is the real planetary_computer.sign_inplace (optional extra); it
+    leaves non-Azure hrefs alone, so the local catalog's items come back unchanged."""
+    import planetary_computer
+
+    from pipelines.catalogs import PLANETARY_COMPUTER
+
+    modifier = PLANETARY_COMPUTER.modifier()
+    assert modifier is planetary_computer.sign_inplace
+    seen = []
+
+    def counting(obj):
+        seen.append(obj)
+        return modifier(obj)
+
+    found = search_items(server.url, _request(items), modifier=counting)
+    got = [i for group in found.values() for i in group]
+    assert seen and {i.id for i in got} == {i.id for i in items}
+    assert all(not a.href.startswith("http") for i in got for a in i.assets.values())
+
+    monkeypatch.setitem(__import__("sys").modules, "planetary_computer", None)
+    with pytest.raises(ImportError, match=r"pip install 'tamrf-xr\[planetary-computer\]'"):
+        PLANETARY_COMPUTER.modifier()

@@ -348,7 +348,7 @@ def environment() -> dict[str, Any]:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    modified = git("status", "--porcelain", "--", "pipelines", "tamrf_xr")
+    modified = git("diff", "HEAD", "--name-only", "--", "pipelines", "tamrf_xr")  # tracked
     return {
         "cpu_model": cpu,
         "cpu_count": os.cpu_count(),

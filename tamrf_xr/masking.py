@@ -56,22 +56,33 @@ def _disk(radius: int) -> np.ndarray:
     return x * x + y * y <= radius * radius
 
 
+def _dilate_disk(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Dilation by a Euclidean disk of ``radius`` pixels (identical to ``binary_dilation`` with
+    :func:`_disk`): every pixel within ``radius`` of a True pixel. A distance transform costs
+    the same whatever the radius, where the structuring element grows with its square."""
+    if not mask.any():
+        return mask.copy()
+    return ndimage.distance_transform_edt(~mask) <= radius
+
+
 def _per_image(mask: np.ndarray, operation, radius: int) -> np.ndarray:
     """Apply a 2-D morphology to the last two axes of a (..., H, W) mask.
 
-    Each image is edge-padded first: SciPy treats the outside as False, so an opening or
-    closing would otherwise erode a mask inwards from the image border (a fully cloudy image
-    would get a valid rim). Edge padding leaves dilations unchanged.
+    Openings and closings run on an edge-padded image: SciPy treats the outside as False, so
+    they would otherwise erode a mask inwards from the image border (a fully cloudy image
+    would get a valid rim). A dilation needs no padding.
     """
     if radius == 0:
         return mask
-    structure = _disk(radius)
-    pad = 2 * radius
     flat = mask.reshape(-1, *mask.shape[-2:])
-    out = [
-        operation(np.pad(m, pad, mode="edge"), structure=structure)[pad:-pad, pad:-pad]
-        for m in flat
-    ]
+    if operation is ndimage.binary_dilation:
+        out = [_dilate_disk(m, radius) for m in flat]
+    else:
+        structure, pad = _disk(radius), 2 * radius
+        out = [
+            operation(np.pad(m, pad, mode="edge"), structure=structure)[pad:-pad, pad:-pad]
+            for m in flat
+        ]
     return (np.stack(out) if out else flat).reshape(mask.shape)
 
 

@@ -119,3 +119,16 @@ def test_bad_config_is_a_clear_error():
     with pytest.raises(ValueError, match="s2_dilation_px"):
         MaskConfig(s2_dilation_px=-1)
     assert dataclasses.replace(MaskConfig(), snow_is_invalid=True).snow_is_invalid
+
+
+def test_disk_dilation_by_distance_transform_equals_binary_dilation():
+    from scipy import ndimage
+
+    from tamrf_xr.masking import _dilate_disk, _disk
+
+    rng = np.random.default_rng(1)
+    for radius in (1, 3, 25):
+        mask = rng.random((97, 131)) > 0.995
+        expected = ndimage.binary_dilation(mask, structure=_disk(radius))
+        np.testing.assert_array_equal(_dilate_disk(mask, radius), expected)
+    assert not _dilate_disk(np.zeros((5, 5), bool), 3).any()

@@ -1,0 +1,731 @@
+"""The Level-3 product: TAMRF's 18 bands at 10 m on the output dates, as one Zarr v3 store.
+
+A store covers some output tiles of ONE UTM zone (a large area is several stores) and is
+filled tile by tile, by any number of processes, across interrupted runs:
+
+1. :func:`create_store` writes the template (metadata and coordinates, no data chunks). It is
+   a no-op on a store created with the same parameters, so a resumed run calls it again.
+2. :func:`write_tile` writes one tile's whole chunks by ``region=`` and then its completion
+   record. :func:`missing_tiles` says what is left after a crash.
+3. :func:`open_level3` reads it back decoded (float32, NaN where nothing was written).
+
+Layout (``<store>`` is a directory)::
+
+    <store>/zarr.json                 root group: CF and provenance attributes
+    <store>/{x,y,time,spatial_ref}/   coordinates, CF / GDAL grid mapping
+    <store>/LS_B1 ... S2_B12/         one array per band (time, y, x), model order
+    <store>/s2_days_to_clear/ ...     quality layers (time, y, x) and (y, x)
+    <store>/completed/<tile_id>/zarr.json   one completion record per written tile
+
+Decisions:
+
+- **Chunks:** one output tile in space (990 x 990 px at 10 m), so a tile writes whole chunks
+  and two tiles never share a file. In time, all dates in one chunk up to 24 dates, else 24:
+  a pixel's time series is then read in ceil(T / 24) requests (a 990 x 990 x 24 int16 chunk
+  is 47 MB raw).
+- **Encoding** (:class:`Level3Config`): int16 with CF ``scale_factor``/``add_offset`` (the
+  truth store's rule: reflectance 1e-4, range -3.2767..3.2767; temperature 0.01 K around
+  300 K, range -27.67..627.67 K), NaN stored as -32768; or float32 as is. The Zarr
+  ``fill_value`` equals ``_FillValue``, so an unwritten chunk reads as NaN, never as 0.
+- **Compression:** Blosc (zstd, byte shuffle) by default: smaller and faster than plain zstd
+  on int16 reflectance.
+- **Completion records** are Zarr groups ``completed/<tile_id>`` whose attributes are the
+  record: the store stays a valid Zarr hierarchy (zarr-python warns about foreign files), each
+  writer replaces only its own file, atomically and after its data (no shared attributes are
+  read-modified-written). ``write_empty_chunks=False`` leaves all-NaN chunks unwritten, so a
+  missing chunk never means "not done".
+- **Consolidated metadata: off.** Nothing shared is rewritten after creation, which keeps
+  concurrent writers safe; ``xr.open_zarr(path, consolidated=False)`` lists the arrays.
+- **Georeferencing:** CF ``spatial_ref`` grid mapping (``pipelines.georef``) plus GDAL's
+  ``_CRS`` attribute on each (y, x) array: GDAL's Zarr v3 reader takes the CRS from ``_CRS``
+  only (GDAL 3.10 ignores the CF grid mapping in v3 arrays).
+
+Records rely on POSIX ``rename`` (local or network file systems); object storage would need a
+record writer of its own (there a single PUT is atomic).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+import shutil
+import socket
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+import xarray as xr
+import zarr
+from pyproj import CRS
+from zarr.codecs import BloscCodec, ZstdCodec
+
+from pipelines.georef import grid_coords, with_grid_mapping
+from pipelines.grid import GridSpec, GridTile
+from pipelines.truth_store import _FILL, _band_attrs, _encoding
+from tamrf_xr.bands import BANDS
+
+__all__ = [
+    "FORMAT_VERSION",
+    "QUALITY_ATTRS",
+    "QUALITY_VARIABLES",
+    "Level3Config",
+    "Level3Definition",
+    "completed_tiles",
+    "create_store",
+    "missing_tiles",
+    "open_level3",
+    "read_definition",
+    "write_tile",
+]
+
+FORMAT_VERSION = "1"
+"""Version of this store layout; bumped when a reader would misread an older store."""
+
+QUALITY_VARIABLES: dict[str, tuple[str, ...]] = {
+    "s2_days_to_clear": ("time", "y", "x"),
+    "landsat_days_to_clear": ("time", "y", "x"),
+    "s2_clear_count": ("y", "x"),
+    "landsat_clear_count": ("y", "x"),
+}
+"""Per-pixel quality layers (int16) and their dimensions."""
+
+QUALITY_ATTRS: dict[str, dict[str, str]] = {
+    "s2_days_to_clear": {
+        "long_name": "days from the output date to the nearest clear Sentinel-2 observation",
+        "units": "days",
+        "comment": "-1: no clear Sentinel-2 observation at all",
+    },
+    "landsat_days_to_clear": {
+        "long_name": "days from the output date to the nearest clear Landsat observation",
+        "units": "days",
+        "comment": "-1: no clear Landsat observation at all",
+    },
+    "s2_clear_count": {"long_name": "number of clear Sentinel-2 observations", "units": "1"},
+    "landsat_clear_count": {"long_name": "number of clear Landsat observations", "units": "1"},
+}
+"""CF attributes of the quality layers."""
+
+DEFAULT_MAX_TIME_CHUNK = 24
+_DEFINITION_ATTR = "tamrf:level3"
+_PROVENANCE_ATTR = "tamrf:provenance"
+_RECORD_ATTR = "tamrf:completed_tile"
+_COMPLETED = "completed"
+_INT16_LIMIT = 32767  # -32768 is the fill value
+_BAND_NAMES = tuple(band.name for band in BANDS)
+
+
+# ------------------------------------------------------------------------------- types
+
+
+@dataclass(frozen=True)
+class Level3Config:
+    """How a store encodes and chunks the data."""
+
+    encoding: Literal["int16", "float32"] = "int16"
+    """int16: CF scale/offset per band (half the storage, quantised to 1e-4 / 0.01 K);
+    float32: the model's values unchanged."""
+    time_chunk: int | None = None
+    """Dates per chunk; None: all dates when there are at most 24, else 24."""
+    compression: Literal["blosc-zstd", "zstd", "none"] = "blosc-zstd"
+    """blosc-zstd: Blosc with zstd and byte shuffle; zstd: the zarr v3 zstd codec."""
+    compression_level: int = 3
+    """0..9 (Blosc's range, also used for zstd)."""
+
+    def __post_init__(self) -> None:
+        if self.encoding not in ("int16", "float32"):
+            raise ValueError(f"encoding={self.encoding!r}: use 'int16' or 'float32'")
+        if self.time_chunk is not None and self.time_chunk < 1:
+            raise ValueError(f"time_chunk={self.time_chunk}: use a positive number or None")
+        if self.compression not in ("blosc-zstd", "zstd", "none"):
+            raise ValueError(
+                f"compression={self.compression!r}: use 'blosc-zstd', 'zstd' or 'none'"
+            )
+        if not 0 <= self.compression_level <= 9:
+            raise ValueError(f"compression_level={self.compression_level}: use 0..9")
+
+    def resolved(self, n_times: int) -> Level3Config:
+        """This config with ``time_chunk`` decided for a store of ``n_times`` dates."""
+        chunk = self.time_chunk or min(n_times, DEFAULT_MAX_TIME_CHUNK)
+        return dataclasses.replace(self, time_chunk=min(chunk, n_times))
+
+
+@dataclass(frozen=True)
+class Level3Definition:
+    """Everything a store was created with (except provenance): its grid, dates and config.
+
+    The store spans the bounding box of its tiles, anchored at a tile corner, so chunk
+    (j, i) in space is exactly the tile in row ``j`` and column ``i`` of that box.
+    """
+
+    epsg: int
+    spec: GridSpec
+    tiles: tuple[tuple[int, int], ...]
+    """(column, row) of every tile, sorted north to south then west to east."""
+    times: tuple[str, ...]
+    """Output dates, ISO 8601 (UTC, naive), strictly increasing."""
+    config: Level3Config
+    """With ``time_chunk`` resolved."""
+
+    @property
+    def grid_tiles(self) -> list[GridTile]:
+        return [GridTile(self.epsg, column, row, self.spec) for column, row in self.tiles]
+
+    @property
+    def tile_ids(self) -> list[str]:
+        return [tile.tile_id for tile in self.grid_tiles]
+
+    @property
+    def time_index(self) -> pd.DatetimeIndex:
+        return pd.DatetimeIndex([pd.Timestamp(t) for t in self.times]).astype("datetime64[ns]")
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(west, south, east, north) in metres of the store's CRS."""
+        size = self.spec.tile_size_m
+        columns = [c for c, _ in self.tiles]
+        rows = [r for _, r in self.tiles]
+        return (
+            min(columns) * size,
+            min(rows) * size,
+            (max(columns) + 1) * size,
+            (max(rows) + 1) * size,
+        )
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(time, y, x) of every band."""
+        west, south, east, north = self.bounds
+        pixel = self.spec.pixel_m
+        return len(self.times), round((north - south) / pixel), round((east - west) / pixel)
+
+    def region(self, tile: GridTile) -> dict[str, slice]:
+        """The tile's index ranges in the store (whole chunks)."""
+        west, _, _, north = self.bounds
+        px = self.spec.tile_px
+        j = round((north - tile.bounds[3]) / self.spec.tile_size_m)
+        i = round((tile.bounds[0] - west) / self.spec.tile_size_m)
+        return {
+            "time": slice(0, len(self.times)),
+            "y": slice(j * px, (j + 1) * px),
+            "x": slice(i * px, (i + 1) * px),
+        }
+
+    def to_attrs(self) -> dict[str, Any]:
+        """JSON form stored in the root attributes (derived fields are for readers)."""
+        return {
+            "format_version": FORMAT_VERSION,
+            "epsg": self.epsg,
+            "tile_size_m": self.spec.tile_size_m,
+            "pixel_m": self.spec.pixel_m,
+            "tiles": [list(t) for t in self.tiles],
+            "tile_ids": self.tile_ids,
+            "bounds": list(self.bounds),
+            "times": list(self.times),
+            "config": dataclasses.asdict(self.config),
+        }
+
+    @classmethod
+    def from_attrs(cls, attrs: Mapping[str, Any]) -> Level3Definition:
+        if attrs.get("format_version") != FORMAT_VERSION:
+            raise ValueError(
+                f"Level-3 format version {attrs.get('format_version')!r} is not "
+                f"{FORMAT_VERSION!r}: read it with the tamrf-xr version that wrote it"
+            )
+        return cls(
+            epsg=int(attrs["epsg"]),
+            spec=GridSpec(float(attrs["tile_size_m"]), float(attrs["pixel_m"])),
+            tiles=tuple((int(c), int(r)) for c, r in attrs["tiles"]),
+            times=tuple(attrs["times"]),
+            config=Level3Config(**attrs["config"]),
+        )
+
+
+# --------------------------------------------------------------------------- creation
+
+
+def create_store(
+    path: str | Path,
+    tiles: Sequence[GridTile],
+    times: Iterable[Any],
+    config: Level3Config | None = None,
+    attrs: Mapping[str, Any] | None = None,
+) -> Path:
+    """Create the template of a Level-3 store, or accept an identical existing one (resume).
+
+    Writes metadata and coordinates only. The template is built beside ``path`` and renamed
+    into place, so a store is never half created and concurrent creators agree.
+
+    Args:
+        path: the store directory (must not exist, be empty, or be this very store).
+        tiles: output tiles, all of one EPSG and one :class:`GridSpec`.
+        times: output dates (anything ``pandas.Timestamp`` reads), strictly increasing, whole
+            seconds.
+        config: encoding, chunking, compression.
+        attrs: provenance (JSON-serialisable): input items and their scaling rules, model
+            checksum and config, software versions, run parameters. Stored as given under
+            ``tamrf:provenance``; part of what must match on resume, so keep per-run values
+            (start time, host) out of it.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ValueError: invalid tiles or times, or ``path`` holds a store made with other
+            parameters or something else.
+    """
+    path = Path(path)
+    definition = _define(tiles, times, config or Level3Config())
+    provenance = _json_value(dict(attrs or {}), "attrs")
+    if _is_nonempty(path):
+        _check_same(path, definition, provenance)
+        return path
+    staging = path.with_name(f".{path.name}.{uuid.uuid4().hex}.incomplete")
+    try:
+        template, encoding = _template(definition, provenance)
+        template.to_zarr(
+            staging,
+            mode="w-",
+            compute=False,
+            encoding=encoding,
+            zarr_format=3,
+            consolidated=False,
+        )
+        zarr.open_group(staging, mode="r+", zarr_format=3).create_group(
+            _COMPLETED, attributes={"description": "one group per written tile"}
+        )
+        try:
+            staging.rename(path)  # atomic; replaces an empty directory
+        except OSError:
+            if not _is_nonempty(path):
+                raise
+            _check_same(path, definition, provenance)  # another creator won the race
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return path
+
+
+def _define(
+    tiles: Sequence[GridTile], times: Iterable[Any], config: Level3Config
+) -> Level3Definition:
+    tiles = list(tiles)
+    if not tiles:
+        raise ValueError("no tiles: a Level-3 store needs at least one output tile")
+    epsgs = sorted({t.epsg for t in tiles})
+    if len(epsgs) > 1:
+        raise ValueError(
+            f"tiles span several CRSs (EPSG {epsgs}); a store holds one UTM zone: "
+            "create one store per EPSG (group the tiles by tile.epsg)"
+        )
+    specs = {t.spec for t in tiles}
+    if len(specs) > 1:
+        raise ValueError(f"tiles use several grid specs {specs}: use one GridSpec per store")
+    ids = [t.tile_id for t in tiles]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise ValueError(f"duplicate tiles {duplicates}: list each tile once")
+    index = _time_index(times)
+    ordered = sorted(tiles, key=lambda t: (-t.row, t.column))
+    return Level3Definition(
+        epsg=epsgs[0],
+        spec=tiles[0].spec,
+        tiles=tuple((t.column, t.row) for t in ordered),
+        times=tuple(ts.isoformat() for ts in index),
+        config=config.resolved(len(index)),
+    )
+
+
+def _time_index(times: Iterable[Any]) -> pd.DatetimeIndex:
+    index = pd.DatetimeIndex([pd.Timestamp(t) for t in times])
+    if index.tz is not None:
+        index = index.tz_convert("UTC").tz_localize(None)
+    if len(index) == 0:
+        raise ValueError("no output dates: a Level-3 store needs at least one date")
+    if not index.is_monotonic_increasing or not index.is_unique:
+        raise ValueError(f"output dates must be strictly increasing; got {list(index)}")
+    if (index != index.floor("s")).any():
+        raise ValueError("output dates must be whole seconds (the store encodes seconds)")
+    return index
+
+
+def _template(definition: Level3Definition, provenance: dict) -> tuple[xr.Dataset, dict]:
+    """The lazy (dask zeros, never computed) dataset and the encoding of a new store."""
+    n_t, height, width = definition.shape
+    west, _, _, north = definition.bounds
+    pixel = definition.spec.pixel_m
+    px = definition.spec.tile_px
+    chunks3 = (definition.config.time_chunk, px, px)
+    template = xr.Dataset(coords=grid_coords(west, north, width, height, pixel))
+    template = template.assign_coords(time=("time", definition.time_index))
+    encoding: dict[str, dict] = {}
+    for band in BANDS:
+        lazy = da.zeros((n_t, height, width), dtype=np.float32, chunks=chunks3)
+        template[band.name] = (("time", "y", "x"), lazy, _band_attrs(band))
+        encoding[band.name] = _variable_encoding(definition.config, band.quantity, chunks3)
+    for name, dims in QUALITY_VARIABLES.items():
+        chunks = chunks3 if dims[0] == "time" else (px, px)
+        shape = (n_t, height, width) if dims[0] == "time" else (height, width)
+        lazy = da.zeros(shape, dtype=np.int16, chunks=chunks)
+        template[name] = (dims, lazy, dict(QUALITY_ATTRS[name]))
+        encoding[name] = _variable_encoding(definition.config, None, chunks)
+    template = with_grid_mapping(template, definition.epsg, west, north, pixel)
+    gdal_crs = _gdal_crs(definition.epsg)
+    for name in (*_BAND_NAMES, *QUALITY_VARIABLES):
+        template[name].attrs["_CRS"] = gdal_crs
+    template.attrs.update(
+        {
+            "title": "tamrf-xr Level-3: TAMRF prediction of 18 bands at 10 m",
+            "Conventions": "CF-1.10",
+            "tamrf:level3_format_version": FORMAT_VERSION,
+            _DEFINITION_ATTR: definition.to_attrs(),
+            _PROVENANCE_ATTR: provenance,
+        }
+    )
+    # Whole seconds (checked): exact, and independent of the dates' spacing.
+    template.time.encoding.update({"units": "seconds since 1970-01-01", "dtype": "int64"})
+    return template, encoding
+
+
+def _variable_encoding(config: Level3Config, quantity: str | None, chunks: tuple) -> dict:
+    """Zarr/CF encoding of a band (``quantity`` set) or a quality layer (``None``)."""
+    if quantity is None:
+        cf = {"dtype": "int16", "_FillValue": _FILL}
+    elif config.encoding == "int16":
+        cf = _encoding(quantity)
+    else:
+        cf = {"dtype": "float32", "_FillValue": np.float32(np.nan)}
+    # Zarr v3 keeps its own fill_value apart from CF's _FillValue: without it unwritten
+    # chunks would read as 0 (a reflectance of 0, or 300 K) instead of missing.
+    return {**cf, "fill_value": cf["_FillValue"], "chunks": chunks, **_compressors(config)}
+
+
+def _compressors(config: Level3Config) -> dict:
+    level = config.compression_level
+    if config.compression == "none":
+        return {"compressors": None}
+    if config.compression == "zstd":
+        return {"compressors": [ZstdCodec(level=level)]}
+    return {"compressors": [BloscCodec(cname="zstd", clevel=level, shuffle="shuffle")]}
+
+
+def _gdal_crs(epsg: int) -> dict[str, str]:
+    """GDAL's Zarr ``_CRS`` attribute (the only place its v3 reader takes a CRS from)."""
+    return {
+        "wkt": CRS.from_epsg(epsg).to_wkt(),
+        "url": f"http://www.opengis.net/def/crs/EPSG/0/{epsg}",
+    }
+
+
+def _check_same(path: Path, definition: Level3Definition, provenance: dict) -> None:
+    existing, existing_provenance = _read_root(path)
+    wanted = {**definition.to_attrs(), "provenance": provenance}
+    found = {**existing.to_attrs(), "provenance": existing_provenance}
+    differing = sorted(k for k in wanted if wanted[k] != found.get(k))
+    if differing:
+        raise ValueError(
+            f"{path} is a Level-3 store created with other parameters (differing: "
+            f"{', '.join(differing)}). To resume it, call create_store with the parameters "
+            f"it was created with (its '{_DEFINITION_ATTR}' and '{_PROVENANCE_ATTR}' "
+            f"attributes); to start over, delete it (rm -r {path}); for another product, "
+            "choose another path"
+        )
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def read_definition(path: str | Path) -> Level3Definition:
+    """The definition of the Level-3 store at ``path``.
+
+    Raises:
+        ValueError: ``path`` is not a Level-3 store.
+    """
+    return _read_root(Path(path))[0]
+
+
+def _read_root(path: Path) -> tuple[Level3Definition, dict]:
+    try:
+        root = json.loads((path / "zarr.json").read_text())
+        attrs = root["attributes"]
+        return Level3Definition.from_attrs(attrs[_DEFINITION_ATTR]), attrs[_PROVENANCE_ATTR]
+    except (OSError, KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise ValueError(
+            f"{path} is not a Level-3 store (no readable '{_DEFINITION_ATTR}' in its "
+            "zarr.json): create one with pipelines.level3.create_store or fix the path"
+        ) from exc
+
+
+def open_level3(path: str | Path) -> xr.Dataset:
+    """Open a store lazily, decoded: every band and quality layer float32, NaN where no
+    value was written (dims (time, y, x) or (y, x), dask chunks = store chunks)."""
+    read_definition(path)  # a clear error for anything that is not a Level-3 store
+    # decode_timedelta=False: the *_days_to_clear layers (CF units "days") stay day counts
+    # (a plain xr.open_zarr decodes them to timedelta64, with NaT where not written).
+    ds = xr.open_zarr(path, zarr_format=3, consolidated=False, decode_timedelta=False)
+    ds = ds[[*_BAND_NAMES, *QUALITY_VARIABLES]]  # model order, not the directory listing's
+    # CF decoding of int16 with a float scale gives float64; the model's values are float32.
+    for name in (*_BAND_NAMES, *QUALITY_VARIABLES):
+        ds[name] = ds[name].astype(np.float32)
+    return ds
+
+
+def completed_tiles(path: str | Path) -> set[str]:
+    """Ids of the tiles whose completion record exists (data fully written before it)."""
+    read_definition(path)
+    done = set()
+    for record_file in sorted((Path(path) / _COMPLETED).glob("*/zarr.json")):
+        record = json.loads(record_file.read_text())["attributes"][_RECORD_ATTR]
+        done.add(record["tile_id"])
+    return done
+
+
+def missing_tiles(path: str | Path, tiles: Iterable[GridTile] | None = None) -> list[GridTile]:
+    """``tiles`` (default: all of the store's, in store order) that have no completion record."""
+    done = completed_tiles(path)
+    candidates = read_definition(path).grid_tiles if tiles is None else list(tiles)
+    return [tile for tile in candidates if tile.tile_id not in done]
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def write_tile(
+    path: str | Path,
+    tile: GridTile,
+    dataset: xr.Dataset,
+    provenance: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write one tile into the store, then its completion record.
+
+    Safe to run for different tiles in several processes at once, and to repeat for a tile
+    (the chunks and the record are replaced).
+
+    Args:
+        path: a store made by :func:`create_store`.
+        tile: one of the store's tiles.
+        dataset: the tile on its 10 m grid, ``attrs["epsg"]`` set, coordinates ``time``
+            (the store's dates), ``y``, ``x`` (pixel centres, metres) and variables: every
+            band of ``tamrf_xr.bands.BANDS`` by name, float (time, y, x), NaN allowed;
+            the int16 :data:`QUALITY_VARIABLES`. NumPy or dask backed.
+        provenance: per-tile facts for the record (JSON-serialisable), e.g. the items used.
+
+    Returns:
+        The completion record's file.
+
+    Raises:
+        ValueError: the tile or the dataset do not match the store (EPSG, tile, dates,
+            coordinates, variables) or a value cannot be encoded; nothing is written then
+            (for dask input the range is checked while writing: no record follows a failure).
+    """
+    path = Path(path)
+    definition = read_definition(path)
+    _check_tile(definition, tile)
+    data = _prepared(definition, tile, dataset)
+    record_provenance = _json_value(dict(provenance or {}), "provenance")
+    data.to_zarr(
+        path,
+        region=definition.region(tile),
+        mode="r+",
+        zarr_format=3,
+        consolidated=False,
+        write_empty_chunks=False,
+    )
+    _fsync_tile_chunks(path, definition, tile)
+    return _write_record(path, tile, record_provenance)
+
+
+def _check_tile(definition: Level3Definition, tile: GridTile) -> None:
+    if tile.epsg != definition.epsg:
+        raise ValueError(
+            f"tile {tile.tile_id} is in EPSG:{tile.epsg} but the store is in "
+            f"EPSG:{definition.epsg}: write it into the store of its UTM zone"
+        )
+    if tile.spec != definition.spec:
+        raise ValueError(f"tile {tile.tile_id} uses {tile.spec}, the store {definition.spec}")
+    west, south, east, north = definition.bounds
+    tw, ts, te, tn = tile.bounds
+    if tw < west or te > east or ts < south or tn > north:
+        raise ValueError(
+            f"tile {tile.tile_id} (bounds {tile.bounds}) is outside the store "
+            f"(bounds {definition.bounds}): write it into a store that covers it"
+        )
+    if (tile.column, tile.row) not in definition.tiles:
+        raise ValueError(
+            f"tile {tile.tile_id} is inside the store's box but not one of its tiles "
+            f"{definition.tile_ids}: add it when creating the store"
+        )
+
+
+def _prepared(definition: Level3Definition, tile: GridTile, dataset: xr.Dataset) -> xr.Dataset:
+    """The dataset's variables, checked, cast and stripped of coordinates, attributes and
+    encodings, so that the region write touches data chunks only."""
+    epsg = dataset.attrs.get("epsg")
+    if epsg is None or int(epsg) != definition.epsg:
+        raise ValueError(
+            f"dataset attrs['epsg'] is {epsg!r} but the store is in EPSG:{definition.epsg}: "
+            f"write the tile computed on the store's grid (tile {tile.tile_id})"
+        )
+    _check_variables(dataset)
+    _check_coords(definition, tile, dataset)
+    time_chunk = definition.config.time_chunk
+    variables = {}
+    for name in (*_BAND_NAMES, *QUALITY_VARIABLES):
+        variable = dataset[name]
+        dims = ("time", "y", "x") if name in _BAND_NAMES else QUALITY_VARIABLES[name]
+        if variable.dims != dims:
+            raise ValueError(f"variable {name} has dims {variable.dims}; expected {dims}")
+        data = variable.data
+        if isinstance(data, da.Array):  # dask chunks must be the store's (whole chunks)
+            data = data.rechunk(tuple(time_chunk if d == "time" else -1 for d in dims))
+        variables[name] = (dims, _checked_values(definition, name, data))
+    return xr.Dataset(variables)
+
+
+def _check_variables(dataset: xr.Dataset) -> None:
+    expected = {*_BAND_NAMES, *QUALITY_VARIABLES}
+    present = set(dataset.data_vars)
+    missing, extra = sorted(expected - present), sorted(present - expected)
+    if missing or extra:
+        raise ValueError(
+            f"dataset variables do not match the store: missing {missing}, unexpected "
+            f"{extra}; expected the 18 bands of tamrf_xr.bands.BANDS and "
+            f"{list(QUALITY_VARIABLES)}"
+        )
+
+
+def _check_coords(definition: Level3Definition, tile: GridTile, dataset: xr.Dataset) -> None:
+    times = pd.DatetimeIndex(dataset["time"].values) if "time" in dataset.coords else None
+    expected_times = definition.time_index
+    if times is None or len(times) != len(expected_times) or (times != expected_times).any():
+        got = [] if times is None else [str(t) for t in times]
+        raise ValueError(
+            f"dataset times {got} are not the store's dates "
+            f"{[str(t) for t in expected_times]}: predict exactly the store's dates, in order"
+        )
+    rows, columns = tile.shape()
+    expected = grid_coords(tile.bounds[0], tile.bounds[3], columns, rows, tile.spec.pixel_m)
+    for axis in ("y", "x"):
+        got = dataset[axis].values if axis in dataset.coords else np.array([])
+        want = expected[axis][1]
+        if got.shape != want.shape or not np.allclose(got, want, rtol=0, atol=1e-3):
+            raise ValueError(
+                f"dataset {axis} coordinates are not the pixel centres of tile {tile.tile_id} "
+                f"({len(want)} values from {want[0]} by {want[1] - want[0]}): compute the "
+                "tile on its own 10 m grid (GridTile.transform / shape)"
+            )
+
+
+def _checked_values(definition: Level3Definition, name: str, data: Any) -> Any:
+    """``data`` cast to its stored type, with a range check that the int16 encoding
+    would otherwise turn into wrapped-around values (run per block for dask)."""
+    if name in QUALITY_VARIABLES:
+        if not np.issubdtype(data.dtype, np.integer):
+            raise ValueError(f"{name} has dtype {data.dtype}: provide integers (int16)")
+        low, high, dtype = -_INT16_LIMIT, _INT16_LIMIT, np.int16
+    elif definition.config.encoding == "int16":
+        cf = _encoding(_band_quantity(name))
+        low = cf["add_offset"] - _INT16_LIMIT * cf["scale_factor"]
+        high = cf["add_offset"] + _INT16_LIMIT * cf["scale_factor"]
+        dtype = np.float32
+    else:
+        low, high, dtype = -np.inf, np.inf, np.float32
+
+    def check(block: np.ndarray) -> np.ndarray:
+        values = np.asarray(block)
+        bad = (values < low) | (values > high)
+        if np.issubdtype(values.dtype, np.floating):
+            bad |= np.isinf(values)
+        if bad.any():
+            raise ValueError(
+                f"{name} has {int(bad.sum())} values outside {low:g}..{high:g} (first: "
+                f"{values[bad].flat[0]}), which the store cannot encode: check the model "
+                "output, or store float32 (Level3Config(encoding='float32'))"
+            )
+        return values.astype(dtype, copy=False)
+
+    if isinstance(data, da.Array):
+        return data.map_blocks(check, dtype=dtype)
+    return check(data)
+
+
+def _band_quantity(name: str) -> str:
+    return next(band.quantity for band in BANDS if band.name == name)
+
+
+def _fsync_tile_chunks(path: Path, definition: Level3Definition, tile: GridTile) -> None:
+    """Flush the tile's chunk files to disk, so that its record never outlives its data
+    in a machine crash (a process crash needs no flush)."""
+    group = zarr.open_group(path, mode="r", zarr_format=3)
+    region = definition.region(tile)
+    px = definition.spec.tile_px
+    j, i = region["y"].start // px, region["x"].start // px
+    n_time_chunks = -(-len(definition.times) // definition.config.time_chunk)
+    for name in (*_BAND_NAMES, *QUALITY_VARIABLES):
+        array = group[name]
+        if len(array.shape) == 3:
+            keys = [array.metadata.encode_chunk_key((t, j, i)) for t in range(n_time_chunks)]
+        else:
+            keys = [array.metadata.encode_chunk_key((j, i))]
+        for key in keys:
+            chunk = path / name / key
+            if chunk.exists():  # all-NaN chunks are not written
+                _fsync(chunk)
+
+
+def _write_record(path: Path, tile: GridTile, provenance: dict) -> Path:
+    """Atomically write ``completed/<tile_id>/zarr.json`` (a Zarr group whose attributes
+    are the record)."""
+    record = {
+        "tile_id": tile.tile_id,
+        "epsg": tile.epsg,
+        "bounds": list(tile.bounds),
+        "written_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "provenance": provenance,
+    }
+    document = {"zarr_format": 3, "node_type": "group", "attributes": {_RECORD_ATTR: record}}
+    directory = path / _COMPLETED / tile.tile_id
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / "zarr.json"
+    temporary = directory / f".zarr.json.{uuid.uuid4().hex}.tmp"
+    with open(temporary, "w") as stream:
+        json.dump(document, stream, indent=2)
+        stream.flush()
+        os.fsync(stream.fileno())
+    os.replace(temporary, target)  # readers see no record or the whole record
+    _fsync(directory)
+    return target
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _fsync(file: Path) -> None:
+    descriptor = os.open(file, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _json_value(value: dict, what: str) -> dict:
+    """``value`` as it reads back from JSON (tuples become lists), or a clear error."""
+    try:
+        return json.loads(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"{what} must be JSON-serialisable (str, number, bool, None, list, dict; no "
+            f"NaN, datetime or numpy values): {exc}"
+        ) from exc
+
+
+def _is_nonempty(path: Path) -> bool:
+    return path.exists() and (not path.is_dir() or any(path.iterdir()))

@@ -1,0 +1,212 @@
+"""TAMRF over datacubes: dates, quality layers, lazy tiled prediction, seams, workers.
+
+The model is the s1t3 network with seeded random weights (no trained weights can be fetched
+here): its outputs carry no meaning, but everything these tests check (tiling, laziness,
+seams, loading, the quality layers) does not depend on what the weights are.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import pickle
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import pytest
+import xarray as xr
+from scipy import ndimage
+
+from pipelines.catalogs import LOCAL
+from pipelines.datacube import CubeConfig, CubeGrid, assemble_landsat, assemble_s2
+from pipelines.simulated_catalog import write_simulated_catalog
+from pipelines.stac_servers import load_static_catalog
+from tamrf_xr.bands import BANDS
+from tamrf_xr.inference import (
+    InferenceConfig,
+    ModelSource,
+    clear_count,
+    days_to_nearest_clear,
+    predict,
+    target_dates,
+    untrained_checkpoint,
+)
+from tamrf_xr.inference.model_cache import loads_in_this_process
+from tamrf_xr.inference.predict import QUALITY_VARIABLES
+from tamrf_xr.inference.seams import seam_errors
+from tamrf_xr.simulate import Simulation, SimulationConfig
+
+REGION = SimulationConfig(
+    seed=4, width_px=180, height_px=180, start=dt.date(2022, 6, 1), end=dt.date(2022, 6, 10),
+    cloud_cover_mean=0.15,
+)  # fmt: skip
+REFLECTANCE_TOLERANCE = 1e-4
+"""Tiled vs whole-image inference, max over the interior: far below sensor noise (~0.005)."""
+LST_TOLERANCE_K = 0.01
+
+
+@pytest.fixture(scope="module")
+def cubes(tmp_path_factory) -> tuple[xr.Dataset, xr.Dataset]:
+    product = write_simulated_catalog(
+        REGION, tmp_path_factory.mktemp("inf") / "p", with_truth=False
+    )
+    items = list(load_static_catalog(product.catalog).items)
+    grid = CubeGrid(Simulation(REGION).grid.epsg, Simulation(REGION).grid.bounds)
+    keep = CubeConfig(min_valid_fraction=0.0)
+    s2 = assemble_s2([i for i in items if i["collection"] == "sentinel-2-l2a"], grid, LOCAL, keep)
+    landsat = assemble_landsat([i for i in items if i["collection"] == "landsat-c2-l2"], grid,
+                               LOCAL, keep)  # fmt: skip
+    return s2.compute(), landsat.compute()
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory) -> ModelSource:
+    return ModelSource(str(untrained_checkpoint(tmp_path_factory.mktemp("model") / "untrained")))
+
+
+# --------------------------------------------------------------------------------------------
+# Dates and quality layers
+# --------------------------------------------------------------------------------------------
+
+
+def test_target_dates_from_cadences_and_lists() -> None:
+    semi = target_dates("SMS", "2022-01-01", "2022-03-20")
+    assert [str(d) for d in semi] == ["2022-01-01", "2022-01-15", "2022-02-01", "2022-02-15",
+                                      "2022-03-01", "2022-03-15"]  # fmt: skip
+    ten = target_dates("10D", dt.date(2022, 1, 1), dt.date(2022, 1, 31))
+    assert np.diff(ten).astype(int).tolist() == [10, 10, 10]
+    listed = target_dates(["2022-05-02", dt.date(2022, 5, 1), "2022-05-02"])
+    assert [str(d) for d in listed] == ["2022-05-01", "2022-05-02"]
+    with pytest.raises(ValueError, match="unknown cadence 'fortnightly'"):
+        target_dates("fortnightly", "2022-01-01", "2022-02-01")
+    with pytest.raises(ValueError, match="needs a start and an end"):
+        target_dates("SMS")
+
+
+def test_quality_layers_against_brute_force() -> None:
+    rng = np.random.default_rng(0)
+    valid = rng.random((7, 5, 6)) > 0.6
+    valid[:, 0, 0] = False  # never clear
+    days = np.array([0, 3, 9, 20, 21, 40, 55], np.float32)
+    queries = np.array([-5, 10, 30, 100], np.float32)
+    got = days_to_nearest_clear(valid, days, queries)
+    for q, query in enumerate(queries):
+        for y in range(5):
+            for x in range(6):
+                clear = days[valid[:, y, x]]
+                expected = -1 if clear.size == 0 else int(np.abs(clear - query).min())
+                assert got[q, y, x] == expected
+    np.testing.assert_array_equal(clear_count(valid), valid.sum(axis=0))
+    assert (days_to_nearest_clear(np.zeros((0, 2, 2), bool), days[:0], queries) == -1).all()
+
+
+# --------------------------------------------------------------------------------------------
+# Prediction
+# --------------------------------------------------------------------------------------------
+
+
+def test_prediction_is_lazy_and_complete(cubes, source) -> None:
+    s2, landsat = cubes
+    out = predict(s2, landsat, "SMS", source, InferenceConfig(chunk_px=90, margin_px=30))
+    assert [str(t)[:10] for t in out.time.values] == ["2022-06-01"]
+    assert set(out.data_vars) == {b.name for b in BANDS} | set(QUALITY_VARIABLES)
+    for name in out.data_vars:
+        assert isinstance(out[name].data, da.Array), f"{name} was computed eagerly"
+    assert out["S2_B4"].shape == (1, 180, 180) and out["S2_B4"].data.chunksize[1:] == (90, 90)
+    assert out["LS_B10"].attrs["units"] == "K" and out["S2_B4"].attrs["units"] == "1"
+    assert out.attrs["epsg"] == s2.attrs["epsg"] and "spatial_ref" in out.coords
+    assert source.checkpoint in out.attrs["tamrf_model"]
+    assert "weights_sha256" in out.attrs["tamrf_model"]
+    for item_id in s2.item_ids.values:
+        assert str(item_id).split()[0] in out.attrs["tamrf_inputs"]
+
+    computed = out.isel(time=0).compute()
+    # Predicted wherever a clear observation of either sensor lies within the margin (30 px).
+    observed = s2.valid.values.any(0) | landsat.valid.values.any(0).repeat(3, 0).repeat(3, 1)
+    supported = ndimage.distance_transform_edt(~observed) <= 30
+    assert 0.5 < supported.mean()
+    for band in ("S2_B4", "LS_B10"):
+        np.testing.assert_array_equal(np.isfinite(computed[band].values), supported)
+    # Untrained weights: values are statistics-shaped noise, LST near the training mean (300 K).
+    assert 200 < float(computed["LS_B10"].mean()) < 400
+
+    # The quality layers agree with the cube's masks.
+    days = ((s2.time.values.astype("datetime64[D]") - np.datetime64("2022-06-01")) /
+            np.timedelta64(1, "D"))  # fmt: skip
+    y, x = 37, 111
+    clear = days[s2.valid.values[:, y, x]]
+    expected = -1 if clear.size == 0 else int(np.abs(clear - 0).min())
+    assert int(computed["s2_days_to_clear"].values[y, x]) == expected
+    assert int(computed["s2_clear_count"].values[y, x]) == int(s2.valid.values[:, y, x].sum())
+    landsat_clear = int(landsat.valid.values[:, y // 3, x // 3].sum())
+    assert int(computed["landsat_clear_count"].values[y, x]) == landsat_clear
+
+
+def test_tiled_inference_matches_whole_image_within_tolerance(cubes, source) -> None:
+    """The default margin keeps tiled results within the stated tolerance of one-block
+    inference; without a margin the seams are far outside it (so the check can fail)."""
+    s2, landsat = cubes
+    default = InferenceConfig().margin_px
+    rows = {r["margin_px"]: r for r in seam_errors(s2, landsat, ["2022-06-08"], source,
+                                                   chunk_px=90, margins=[0, default])}  # fmt: skip
+    assert rows[default]["reflectance_max"] < REFLECTANCE_TOLERANCE
+    assert rows[default]["lst_max_k"] < LST_TOLERANCE_K
+    assert rows[0]["reflectance_max"] > 10 * REFLECTANCE_TOLERANCE
+
+
+def test_an_empty_series_is_predicted_from_the_other_sensor(cubes, source) -> None:
+    s2, landsat = cubes
+    no_s2 = s2.isel(time=slice(0, 0))
+    out = predict(no_s2, landsat, ["2022-06-05"], source, InferenceConfig(chunk_px=90,
+                                                                         margin_px=30))  # fmt: skip
+    computed = out.isel(x=slice(0, 90), y=slice(0, 90)).compute()
+    assert (computed["s2_days_to_clear"].values == -1).all()
+    assert (computed["s2_clear_count"].values == 0).all()
+    seen = landsat.valid.values.any(0).repeat(3, 0).repeat(3, 1)[:90, :90]
+    assert seen.mean() > 0.3 and np.isfinite(computed["S2_B4"].values[0][seen]).all()
+
+
+def test_bad_cubes_are_clear_errors(cubes, source) -> None:
+    s2, landsat = cubes
+    swapped = s2.isel(band=[1, 0, *range(2, 10)])
+    with pytest.raises(ValueError, match="needs exactly"):
+        predict(swapped, landsat, ["2022-06-05"], source)
+    with pytest.raises(ValueError, match="3x the 30 m one"):
+        predict(s2, landsat.isel(x=slice(0, 30)), ["2022-06-05"], source)
+    with pytest.raises(ValueError, match="both cubes are empty"):
+        predict(s2.isel(time=slice(0, 0)), landsat.isel(time=slice(0, 0)), ["2022-06-05"],
+                source)  # fmt: skip
+    with pytest.raises(ValueError, match="multiple of 3"):
+        InferenceConfig(chunk_px=100)
+    with pytest.raises(ValueError, match="exceeds chunk_px"):
+        InferenceConfig(chunk_px=30, margin_px=60)
+
+
+# --------------------------------------------------------------------------------------------
+# Workers
+# --------------------------------------------------------------------------------------------
+
+
+def test_model_is_loaded_once_per_worker_and_never_shipped(cubes, source, tmp_path: Path):
+    from distributed import Client, LocalCluster
+
+    s2, landsat = cubes
+    config = InferenceConfig(chunk_px=60, margin_px=12)
+    out = predict(s2, landsat, ["2022-06-08"], source, config)[["S2_B4", "LS_B10"]]
+    from safetensors.numpy import load_file
+
+    blob = pickle.dumps(dict(out.__dask_graph__()))
+    weights = load_file(str(Path(source.checkpoint) / "model.safetensors"))
+    largest = max(weights.values(), key=lambda w: w.size)
+    assert largest.tobytes()[:4096] not in blob, "the weights travel in the task graph"
+    assert pickle.dumps(source) in blob or source.checkpoint.encode() in blob
+
+    local = out.compute(scheduler="threads")
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as client:  # fmt: skip
+        distributed = out.compute()
+        loads = client.run(loads_in_this_process)
+    assert sum(loads.values()) >= 1 and max(loads.values()) == 1, loads  # 9 blocks, <= 1 load
+    for name in ("S2_B4", "LS_B10"):
+        np.testing.assert_allclose(distributed[name].values, local[name].values, rtol=1e-5,
+                                   atol=1e-5)  # fmt: skip

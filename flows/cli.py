@@ -103,10 +103,25 @@ def run(
     ] = "rustac",
     overwrite: Annotated[bool, typer.Option(help="Re-simulate over an existing product.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    dates: Annotated[
+        str, typer.Option(help="Output dates: SMS (1st and 15th), 10D, MS, or ISO dates a,b,c.")
+    ] = "SMS",
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="Model weights; default: an UNTRAINED stand-in.")
+    ] = None,
+    tile_size_m: Annotated[
+        float, typer.Option(help="Output tile side, a multiple of 30 m.")
+    ] = 9900.0,
+    encoding: Annotated[str, typer.Option(help="Level-3 values: int16 or float32.")] = "int16",
+    scheduler: Annotated[
+        str | None, typer.Option(help="Address of an existing Dask scheduler.")
+    ] = None,
+    workers: Annotated[int, typer.Option(help="Local Dask worker processes.")] = 1,
 ) -> None:
     """The main job on the embedded default: simulate a region, serve it as a local STAC API
-    on 127.0.0.1, and query it (a Prefect flow; runs on a temporary local Prefect server
-    unless PREFECT_API_URL points at one)."""
+    on 127.0.0.1, query it, and write its Level-3 Zarr store (datacubes and TAMRF inference
+    on a Dask cluster). A Prefect flow; it runs on a temporary local Prefect server unless
+    PREFECT_API_URL points at one. A re-run resumes the missing tiles."""
     import os
 
     # No telemetry from a machine that may have no internet (and nothing to report home).
@@ -117,8 +132,12 @@ def run(
         raise typer.BadParameter(f"unknown backend {backend!r}: use rustac or pgstac")
     config = _simulation_config(seed=seed, lon=lon, lat=lat, size_px=size_px, start=start, end=end)
     try:
-        summary = regional_run(config.to_json(), str(out_dir), backend, overwrite, progress)
-    except FileExistsError as error:
+        summary = regional_run(
+            config.to_json(), str(out_dir), backend, overwrite, progress, dates=dates,
+            checkpoint=None if checkpoint is None else str(checkpoint), tile_size_m=tile_size_m,
+            encoding=encoding, scheduler_address=scheduler, n_workers=workers,
+        )  # fmt: skip
+    except (FileExistsError, ValueError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
     typer.echo(f"catalog: {summary['catalog']}")
@@ -127,6 +146,14 @@ def run(
             f"{collection}: {found['count']} items {found['first'][:10]}..{found['last'][:10]}, "
             f"mean cloud cover {found['mean_cloud_cover']}%"
         )
+    level3 = summary["level3"]
+    typer.echo(
+        f"level-3: {level3['store']} ({len(level3['tiles'])} tiles, {len(level3['dates'])} "
+        f"dates, {len(level3['produced_now'])} tiles produced now); STAC: {level3['stac']}"
+    )
+    if level3["untrained_model"]:
+        typer.echo("warning: no --checkpoint: the model weights are UNTRAINED (values are not "
+                   "meaningful); see `tamrf import-checkpoint`")  # fmt: skip
     typer.echo(f"summary: {Path(out_dir).absolute() / 'run-summary.json'}")
 
 

@@ -1,4 +1,5 @@
-"""The Level-3 product: TAMRF's 18 bands at 10 m on the output dates, as one Zarr v3 store.
+"""The Level-3 product: TAMRF's 18 bands at 10 m on the output dates, as one Zarr store
+(v3 by default, v2 on request: :attr:`Level3Config.zarr_format`).
 
 A store covers some output tiles of ONE UTM zone (a large area is several stores) and is
 filled tile by tile, by any number of processes, across interrupted runs:
@@ -9,7 +10,8 @@ filled tile by tile, by any number of processes, across interrupted runs:
    record. :func:`missing_tiles` says what is left after a crash.
 3. :func:`open_level3` reads it back decoded (float32, NaN where nothing was written).
 
-Layout (``<store>`` is a directory)::
+Layout (``<store>`` is a directory; Zarr v2 has ``.zgroup`` + ``.zattrs`` where v3 has
+``zarr.json``, ``.zarray`` + ``.zattrs`` for arrays, and chunk keys ``t.j.i`` for ``c/t/j/i``)::
 
     <store>/zarr.json                 root group: CF and provenance attributes
     <store>/{x,y,time,spatial_ref}/   coordinates, CF / GDAL grid mapping
@@ -26,19 +28,27 @@ Decisions:
 - **Encoding** (:class:`Level3Config`): int16 with CF ``scale_factor``/``add_offset`` (the
   truth store's rule: reflectance 1e-4, range -3.2767..3.2767; temperature 0.01 K around
   300 K, range -27.67..627.67 K), NaN stored as -32768; or float32 as is. The Zarr
-  ``fill_value`` equals ``_FillValue``, so an unwritten chunk reads as NaN, never as 0.
+  ``fill_value`` equals ``_FillValue`` (v3: set apart; v2: ``_FillValue`` *is* the array's
+  ``fill_value``), so an unwritten chunk reads as NaN, never as 0.
+- **Zarr format:** v3 by default. v2 for readers on GDAL < 3.11 (e.g. QGIS builds of 2025):
+  GDAL 3.10 implements a pre-final v3 draft and fails on zarr-python 3's v3 arrays
+  ("Unsupported codec: bytes"), but reads v2 stores with their CRS, transform, scale/offset
+  and nodata. Both formats carry the same arrays, attributes and chunk grid.
 - **Compression:** Blosc (zstd, byte shuffle) by default: smaller and faster than plain zstd
-  on int16 reflectance.
+  on int16 reflectance (v2: the same codecs from numcodecs).
 - **Completion records** are Zarr groups ``completed/<tile_id>`` whose attributes are the
   record: the store stays a valid Zarr hierarchy (zarr-python warns about foreign files), each
-  writer replaces only its own file, atomically and after its data (no shared attributes are
-  read-modified-written). ``write_empty_chunks=False`` leaves all-NaN chunks unwritten, so a
-  missing chunk never means "not done".
+  writer replaces only its own files, atomically and after its data (no shared attributes are
+  read-modified-written). The file holding the attributes is the commit (v3 ``zarr.json``;
+  v2 ``.zattrs``, written after ``.zgroup``): a record exists once that file does.
+  ``write_empty_chunks=False`` leaves all-NaN chunks unwritten, so a missing chunk never means
+  "not done".
 - **Consolidated metadata: off.** Nothing shared is rewritten after creation, which keeps
   concurrent writers safe; ``xr.open_zarr(path, consolidated=False)`` lists the arrays.
 - **Georeferencing:** CF ``spatial_ref`` grid mapping (``pipelines.georef``) plus GDAL's
   ``_CRS`` attribute on each (y, x) array: GDAL's Zarr v3 reader takes the CRS from ``_CRS``
-  only (GDAL 3.10 ignores the CF grid mapping in v3 arrays).
+  only (GDAL 3.10 ignores the CF grid mapping in v3 arrays); its v2 reader takes it from
+  either. GDAL derives the transform from the ``x``/``y`` coordinate arrays.
 
 Records rely on POSIX ``rename`` (local or network file systems); object storage would need a
 record writer of its own (there a single PUT is atomic).
@@ -59,6 +69,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import dask.array as da
+import numcodecs
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -68,8 +79,9 @@ from zarr.codecs import BloscCodec, ZstdCodec
 
 from pipelines.georef import grid_coords, with_grid_mapping
 from pipelines.grid import GridSpec, GridTile
-from pipelines.truth_store import _FILL, _band_attrs, _encoding
+from pipelines.truth_store import INT16_FILL, band_attrs, int16_encoding
 from tamrf_xr.bands import BANDS
+from tamrf_xr.inference.quality import QUALITY_ATTRS, QUALITY_VARIABLES
 
 __all__ = [
     "FORMAT_VERSION",
@@ -88,29 +100,6 @@ __all__ = [
 FORMAT_VERSION = "1"
 """Version of this store layout; bumped when a reader would misread an older store."""
 
-QUALITY_VARIABLES: dict[str, tuple[str, ...]] = {
-    "s2_days_to_clear": ("time", "y", "x"),
-    "landsat_days_to_clear": ("time", "y", "x"),
-    "s2_clear_count": ("y", "x"),
-    "landsat_clear_count": ("y", "x"),
-}
-"""Per-pixel quality layers (int16) and their dimensions."""
-
-QUALITY_ATTRS: dict[str, dict[str, str]] = {
-    "s2_days_to_clear": {
-        "long_name": "days from the output date to the nearest clear Sentinel-2 observation",
-        "units": "days",
-        "comment": "-1: no clear Sentinel-2 observation at all",
-    },
-    "landsat_days_to_clear": {
-        "long_name": "days from the output date to the nearest clear Landsat observation",
-        "units": "days",
-        "comment": "-1: no clear Landsat observation at all",
-    },
-    "s2_clear_count": {"long_name": "number of clear Sentinel-2 observations", "units": "1"},
-    "landsat_clear_count": {"long_name": "number of clear Landsat observations", "units": "1"},
-}
-"""CF attributes of the quality layers."""
 
 DEFAULT_MAX_TIME_CHUNK = 24
 _DEFINITION_ATTR = "tamrf:level3"
@@ -119,6 +108,9 @@ _RECORD_ATTR = "tamrf:completed_tile"
 _COMPLETED = "completed"
 _INT16_LIMIT = 32767  # -32768 is the fill value
 _BAND_NAMES = tuple(band.name for band in BANDS)
+_ZarrFormat = Literal[2, 3]
+_ATTRIBUTES_FILE: dict[int, str] = {2: ".zattrs", 3: "zarr.json"}
+"""Per Zarr format, the file of a node that holds its attributes."""
 
 
 # ------------------------------------------------------------------------------- types
@@ -134,9 +126,13 @@ class Level3Config:
     time_chunk: int | None = None
     """Dates per chunk; None: all dates when there are at most 24, else 24."""
     compression: Literal["blosc-zstd", "zstd", "none"] = "blosc-zstd"
-    """blosc-zstd: Blosc with zstd and byte shuffle; zstd: the zarr v3 zstd codec."""
+    """blosc-zstd: Blosc with zstd and byte shuffle; zstd: the zstd codec alone (zarr's
+    codecs in v3, numcodecs' in v2)."""
     compression_level: int = 3
     """0..9 (Blosc's range, also used for zstd)."""
+    zarr_format: _ZarrFormat = 3
+    """3 (the default); 2 for readers on GDAL < 3.11, such as QGIS builds of 2025, whose
+    Zarr driver cannot read zarr-python 3's v3 arrays."""
 
     def __post_init__(self) -> None:
         if self.encoding not in ("int16", "float32"):
@@ -149,6 +145,8 @@ class Level3Config:
             )
         if not 0 <= self.compression_level <= 9:
             raise ValueError(f"compression_level={self.compression_level}: use 0..9")
+        if self.zarr_format not in (2, 3):
+            raise ValueError(f"zarr_format={self.zarr_format!r}: use 3 (default) or 2")
 
     def resolved(self, n_times: int) -> Level3Config:
         """This config with ``time_chunk`` decided for a store of ``n_times`` dates."""
@@ -287,6 +285,7 @@ def create_store(
         _check_same(path, definition, provenance)
         return path
     staging = path.with_name(f".{path.name}.{uuid.uuid4().hex}.incomplete")
+    zarr_format = definition.config.zarr_format
     try:
         template, encoding = _template(definition, provenance)
         template.to_zarr(
@@ -294,10 +293,10 @@ def create_store(
             mode="w-",
             compute=False,
             encoding=encoding,
-            zarr_format=3,
+            zarr_format=zarr_format,
             consolidated=False,
         )
-        zarr.open_group(staging, mode="r+", zarr_format=3).create_group(
+        zarr.open_group(staging, mode="r+", zarr_format=zarr_format).create_group(
             _COMPLETED, attributes={"description": "one group per written tile"}
         )
         try:
@@ -367,7 +366,7 @@ def _template(definition: Level3Definition, provenance: dict) -> tuple[xr.Datase
     encoding: dict[str, dict] = {}
     for band in BANDS:
         lazy = da.zeros((n_t, height, width), dtype=np.float32, chunks=chunks3)
-        template[band.name] = (("time", "y", "x"), lazy, _band_attrs(band))
+        template[band.name] = (("time", "y", "x"), lazy, band_attrs(band))
         encoding[band.name] = _variable_encoding(definition.config, band.quantity, chunks3)
     for name, dims in QUALITY_VARIABLES.items():
         chunks = chunks3 if dims[0] == "time" else (px, px)
@@ -396,23 +395,29 @@ def _template(definition: Level3Definition, provenance: dict) -> tuple[xr.Datase
 def _variable_encoding(config: Level3Config, quantity: str | None, chunks: tuple) -> dict:
     """Zarr/CF encoding of a band (``quantity`` set) or a quality layer (``None``)."""
     if quantity is None:
-        cf = {"dtype": "int16", "_FillValue": _FILL}
+        cf = {"dtype": "int16", "_FillValue": INT16_FILL}
     elif config.encoding == "int16":
-        cf = _encoding(quantity)
+        cf = int16_encoding(quantity)
     else:
         cf = {"dtype": "float32", "_FillValue": np.float32(np.nan)}
     # Zarr v3 keeps its own fill_value apart from CF's _FillValue: without it unwritten
-    # chunks would read as 0 (a reflectance of 0, or 300 K) instead of missing.
-    return {**cf, "fill_value": cf["_FillValue"], "chunks": chunks, **_compressors(config)}
+    # chunks would read as 0 (a reflectance of 0, or 300 K) instead of missing. In v2,
+    # xarray writes _FillValue as the array's fill_value itself (and refuses the key).
+    fill = {"fill_value": cf["_FillValue"]} if config.zarr_format == 3 else {}
+    return {**cf, **fill, "chunks": chunks, "compressors": _compressors(config)}
 
 
-def _compressors(config: Level3Config) -> dict:
-    level = config.compression_level
+def _compressors(config: Level3Config) -> list | None:
+    """The codecs of ``config.compression``: zarr's v3 codecs, or numcodecs' for v2 (which
+    xarray, like zarr-python 3, takes under the same ``compressors`` key)."""
+    level, v3 = config.compression_level, config.zarr_format == 3
     if config.compression == "none":
-        return {"compressors": None}
+        return None
     if config.compression == "zstd":
-        return {"compressors": [ZstdCodec(level=level)]}
-    return {"compressors": [BloscCodec(cname="zstd", clevel=level, shuffle="shuffle")]}
+        return [ZstdCodec(level=level) if v3 else numcodecs.Zstd(level=level)]
+    if v3:
+        return [BloscCodec(cname="zstd", clevel=level, shuffle="shuffle")]
+    return [numcodecs.Blosc(cname="zstd", clevel=level, shuffle=numcodecs.Blosc.SHUFFLE)]
 
 
 def _gdal_crs(epsg: int) -> dict[str, str]:
@@ -425,17 +430,30 @@ def _gdal_crs(epsg: int) -> dict[str, str]:
 
 def _check_same(path: Path, definition: Level3Definition, provenance: dict) -> None:
     existing, existing_provenance = _read_root(path)
-    wanted = {**definition.to_attrs(), "provenance": provenance}
-    found = {**existing.to_attrs(), "provenance": existing_provenance}
+    wanted = _comparable(definition, provenance)
+    found = _comparable(existing, existing_provenance)
     differing = sorted(k for k in wanted if wanted[k] != found.get(k))
     if differing:
+        # Config fields are scalars: say what they are (e.g. the Zarr format).
+        details = "".join(
+            f"; {k}: {found.get(k)!r} in the store, {wanted[k]!r} asked"
+            for k in differing
+            if k.startswith("config.")
+        )
         raise ValueError(
             f"{path} is a Level-3 store created with other parameters (differing: "
-            f"{', '.join(differing)}). To resume it, call create_store with the parameters "
-            f"it was created with (its '{_DEFINITION_ATTR}' and '{_PROVENANCE_ATTR}' "
-            f"attributes); to start over, delete it (rm -r {path}); for another product, "
-            "choose another path"
+            f"{', '.join(differing)}{details}). To resume it, call create_store with the "
+            f"parameters it was created with (its '{_DEFINITION_ATTR}' and "
+            f"'{_PROVENANCE_ATTR}' attributes); to start over, delete it (rm -r {path}); for "
+            "another product, choose another path"
         )
+
+
+def _comparable(definition: Level3Definition, provenance: dict) -> dict[str, Any]:
+    """What must match on resume, config fields apart so that an error names them."""
+    attrs = definition.to_attrs()
+    config = attrs.pop("config")
+    return {**attrs, **{f"config.{k}": v for k, v in config.items()}, "provenance": provenance}
 
 
 # ----------------------------------------------------------------------------- reading
@@ -452,23 +470,51 @@ def read_definition(path: str | Path) -> Level3Definition:
 
 def _read_root(path: Path) -> tuple[Level3Definition, dict]:
     try:
-        root = json.loads((path / "zarr.json").read_text())
-        attrs = root["attributes"]
-        return Level3Definition.from_attrs(attrs[_DEFINITION_ATTR]), attrs[_PROVENANCE_ATTR]
+        zarr_format = _zarr_format_of(path)
+        attrs = _read_attributes(path, zarr_format)
+        definition = Level3Definition.from_attrs(attrs[_DEFINITION_ATTR])
+        provenance = attrs[_PROVENANCE_ATTR]
     except (OSError, KeyError, TypeError, json.JSONDecodeError) as exc:
         raise ValueError(
             f"{path} is not a Level-3 store (no readable '{_DEFINITION_ATTR}' in its "
-            "zarr.json): create one with pipelines.level3.create_store or fix the path"
+            "zarr.json or .zattrs): create one with pipelines.level3.create_store or fix "
+            "the path"
         ) from exc
+    if definition.config.zarr_format != zarr_format:
+        raise ValueError(
+            f"{path} says it is Zarr v{definition.config.zarr_format} but is laid out as "
+            f"v{zarr_format}: the store is damaged, recreate it"
+        )
+    return definition, provenance
+
+
+def _zarr_format_of(group: Path) -> _ZarrFormat:
+    """The Zarr format of the group at ``group``, from its metadata file."""
+    if (group / "zarr.json").is_file():
+        return 3
+    if (group / ".zgroup").is_file():
+        return 2
+    raise FileNotFoundError(f"{group} has no zarr.json (Zarr v3) nor .zgroup (Zarr v2)")
+
+
+def _read_attributes(node: Path, zarr_format: _ZarrFormat) -> dict[str, Any]:
+    """The attributes of a Zarr node."""
+    document = json.loads((node / _ATTRIBUTES_FILE[zarr_format]).read_text())
+    return document["attributes"] if zarr_format == 3 else document
 
 
 def open_level3(path: str | Path) -> xr.Dataset:
     """Open a store lazily, decoded: every band and quality layer float32, NaN where no
     value was written (dims (time, y, x) or (y, x), dask chunks = store chunks)."""
-    read_definition(path)  # a clear error for anything that is not a Level-3 store
+    definition = read_definition(path)  # a clear error for anything that is not a store
     # decode_timedelta=False: the *_days_to_clear layers (CF units "days") stay day counts
     # (a plain xr.open_zarr decodes them to timedelta64, with NaT where not written).
-    ds = xr.open_zarr(path, zarr_format=3, consolidated=False, decode_timedelta=False)
+    ds = xr.open_zarr(
+        path,
+        zarr_format=definition.config.zarr_format,
+        consolidated=False,
+        decode_timedelta=False,
+    )
     ds = ds[[*_BAND_NAMES, *QUALITY_VARIABLES]]  # model order, not the directory listing's
     # CF decoding of int16 with a float scale gives float64; the model's values are float32.
     for name in (*_BAND_NAMES, *QUALITY_VARIABLES):
@@ -478,10 +524,11 @@ def open_level3(path: str | Path) -> xr.Dataset:
 
 def completed_tiles(path: str | Path) -> set[str]:
     """Ids of the tiles whose completion record exists (data fully written before it)."""
-    read_definition(path)
+    zarr_format = read_definition(path).config.zarr_format
     done = set()
-    for record_file in sorted((Path(path) / _COMPLETED).glob("*/zarr.json")):
-        record = json.loads(record_file.read_text())["attributes"][_RECORD_ATTR]
+    # The attributes file is the commit: a v2 record with .zgroup only is not done.
+    for record_file in sorted((Path(path) / _COMPLETED).glob(f"*/{_ATTRIBUTES_FILE[zarr_format]}")):
+        record = _read_attributes(record_file.parent, zarr_format)[_RECORD_ATTR]
         done.add(record["tile_id"])
     return done
 
@@ -529,16 +576,17 @@ def write_tile(
     _check_tile(definition, tile)
     data = _prepared(definition, tile, dataset)
     record_provenance = _json_value(dict(provenance or {}), "provenance")
+    zarr_format = definition.config.zarr_format
     data.to_zarr(
         path,
         region=definition.region(tile),
         mode="r+",
-        zarr_format=3,
+        zarr_format=zarr_format,
         consolidated=False,
         write_empty_chunks=False,
     )
     _fsync_tile_chunks(path, definition, tile)
-    return _write_record(path, tile, record_provenance)
+    return _write_record(path, tile, record_provenance, zarr_format)
 
 
 def _check_tile(definition: Level3Definition, tile: GridTile) -> None:
@@ -630,7 +678,7 @@ def _checked_values(definition: Level3Definition, name: str, data: Any) -> Any:
             raise ValueError(f"{name} has dtype {data.dtype}: provide integers (int16)")
         low, high, dtype = -_INT16_LIMIT, _INT16_LIMIT, np.int16
     elif definition.config.encoding == "int16":
-        cf = _encoding(_band_quantity(name))
+        cf = int16_encoding(_band_quantity(name))
         low = cf["add_offset"] - _INT16_LIMIT * cf["scale_factor"]
         high = cf["add_offset"] + _INT16_LIMIT * cf["scale_factor"]
         dtype = np.float32
@@ -662,13 +710,13 @@ def _band_quantity(name: str) -> str:
 def _fsync_tile_chunks(path: Path, definition: Level3Definition, tile: GridTile) -> None:
     """Flush the tile's chunk files to disk, so that its record never outlives its data
     in a machine crash (a process crash needs no flush)."""
-    group = zarr.open_group(path, mode="r", zarr_format=3)
+    group = zarr.open_group(path, mode="r", zarr_format=definition.config.zarr_format)
     region = definition.region(tile)
     px = definition.spec.tile_px
     j, i = region["y"].start // px, region["x"].start // px
     n_time_chunks = -(-len(definition.times) // definition.config.time_chunk)
     for name in (*_BAND_NAMES, *QUALITY_VARIABLES):
-        array = group[name]
+        array = group[name]  # its metadata encodes v2 (t.j.i) or v3 (c/t/j/i) chunk keys
         if len(array.shape) == 3:
             keys = [array.metadata.encode_chunk_key((t, j, i)) for t in range(n_time_chunks)]
         else:
@@ -679,9 +727,9 @@ def _fsync_tile_chunks(path: Path, definition: Level3Definition, tile: GridTile)
                 _fsync(chunk)
 
 
-def _write_record(path: Path, tile: GridTile, provenance: dict) -> Path:
-    """Atomically write ``completed/<tile_id>/zarr.json`` (a Zarr group whose attributes
-    are the record)."""
+def _write_record(path: Path, tile: GridTile, provenance: dict, zarr_format: _ZarrFormat) -> Path:
+    """Atomically write the Zarr group ``completed/<tile_id>`` whose attributes are the
+    record, and return its attributes file (the commit: v3 ``zarr.json``, v2 ``.zattrs``)."""
     record = {
         "tile_id": tile.tile_id,
         "epsg": tile.epsg,
@@ -691,18 +739,29 @@ def _write_record(path: Path, tile: GridTile, provenance: dict) -> Path:
         "pid": os.getpid(),
         "provenance": provenance,
     }
-    document = {"zarr_format": 3, "node_type": "group", "attributes": {_RECORD_ATTR: record}}
     directory = path / _COMPLETED / tile.tile_id
     directory.mkdir(parents=True, exist_ok=True)
-    target = directory / "zarr.json"
-    temporary = directory / f".zarr.json.{uuid.uuid4().hex}.tmp"
+    for name, document in _group_documents({_RECORD_ATTR: record}, zarr_format).items():
+        _write_json_atomically(directory / name, document)
+    _fsync(directory)
+    return directory / _ATTRIBUTES_FILE[zarr_format]
+
+
+def _group_documents(attributes: dict, zarr_format: _ZarrFormat) -> dict[str, dict]:
+    """The metadata files of a Zarr group with ``attributes``, the attributes file last."""
+    if zarr_format == 3:
+        return {"zarr.json": {"zarr_format": 3, "node_type": "group", "attributes": attributes}}
+    return {".zgroup": {"zarr_format": 2}, ".zattrs": attributes}
+
+
+def _write_json_atomically(target: Path, document: dict) -> None:
+    """Readers see no ``target``, the old one or the whole new one, never a part."""
+    temporary = target.with_name(f".{target.name.lstrip('.')}.{uuid.uuid4().hex}.tmp")
     with open(temporary, "w") as stream:
         json.dump(document, stream, indent=2)
         stream.flush()
         os.fsync(stream.fileno())
-    os.replace(temporary, target)  # readers see no record or the whole record
-    _fsync(directory)
-    return target
+    os.replace(temporary, target)
 
 
 # ----------------------------------------------------------------------------- helpers

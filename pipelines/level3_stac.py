@@ -24,12 +24,19 @@ from shapely.geometry import mapping, shape
 
 from pipelines.level3 import QUALITY_ATTRS, completed_tiles, read_definition
 from pipelines.stac_validation import validate_stac
-from pipelines.truth_store import _band_attrs
+from pipelines.truth_store import band_attrs
 from tamrf_xr.bands import BANDS
 
-__all__ = ["ZARR_MEDIA_TYPE", "level3_item", "write_level3_collection"]
+__all__ = ["ZARR_MEDIA_TYPE", "level3_item", "write_level3_collection", "zarr_media_type"]
 
 ZARR_MEDIA_TYPE = "application/vnd.zarr; version=3"
+
+
+def zarr_media_type(zarr_format: int) -> str:
+    """The STAC media type of a Zarr store of this format."""
+    return f"application/vnd.zarr; version={zarr_format}"
+
+
 PROJECTION_EXTENSION = "https://stac-extensions.github.io/projection/v1.1.0/schema.json"
 
 
@@ -52,6 +59,7 @@ def level3_item(store: str | Path) -> pystac.Item:
     times = definition.time_index.to_pydatetime()
     done = completed_tiles(store)
     pixel = definition.spec.pixel_m
+    media_type = zarr_media_type(definition.config.zarr_format)
     item = pystac.Item(
         id=store.name.removesuffix(".zarr"),
         geometry=geometry,
@@ -75,16 +83,14 @@ def level3_item(store: str | Path) -> pystac.Item:
         "data",
         pystac.Asset(
             href=store.as_posix(),
-            media_type=ZARR_MEDIA_TYPE,
+            media_type=media_type,
             title="TAMRF Level-3 Zarr store (root group)",
             roles=["data"],
             extra_fields={"bands": _bands()},
         ),
     )
     item.add_link(
-        pystac.Link(
-            rel="store", target=store.as_posix(), media_type=ZARR_MEDIA_TYPE, title="Zarr store"
-        )
+        pystac.Link(rel="store", target=store.as_posix(), media_type=media_type, title="Zarr store")
     )
     return item
 
@@ -158,7 +164,7 @@ def _collection(
 
 def _bands() -> list[dict]:
     """STAC 1.1 ``bands`` of the asset: one per array, named as in the store."""
-    bands = [{"name": b.name, "description": _band_attrs(b)["long_name"]} for b in BANDS]
+    bands = [{"name": b.name, "description": band_attrs(b)["long_name"]} for b in BANDS]
     for name, attrs in QUALITY_ATTRS.items():
         description = "; ".join(filter(None, (attrs["long_name"], attrs.get("comment"))))
         bands.append({"name": name, "description": description})

@@ -22,14 +22,14 @@ from pipelines.georef import grid_coords, with_grid_mapping
 from tamrf_xr.bands import BANDS
 from tamrf_xr.simulate import LandCover, Simulation
 
-__all__ = ["open_truth", "truth_dates", "write_truth"]
+__all__ = ["INT16_FILL", "band_attrs", "int16_encoding", "open_truth", "truth_dates", "write_truth"]
 
-_FILL = np.int16(-32768)
+INT16_FILL = np.int16(-32768)
 _TIME_CHUNK = 16
 _SPACE_CHUNK = 512
 
 
-def _encoding(quantity: str) -> dict:
+def int16_encoding(quantity: str) -> dict:
     if quantity == "temperature":
         scale, offset = 0.01, 300.0
     else:
@@ -38,7 +38,7 @@ def _encoding(quantity: str) -> dict:
         "dtype": "int16",
         "scale_factor": scale,
         "add_offset": offset,
-        "_FillValue": _FILL,
+        "_FillValue": INT16_FILL,
     }
 
 
@@ -72,8 +72,8 @@ def write_truth(
     encoding = {}
     for band in BANDS:
         lazy = da.zeros((len(dates), h, w), dtype=np.float32, chunks=(_TIME_CHUNK, *space))
-        template[band.name] = (("time", "y", "x"), lazy, _band_attrs(band))
-        encoding[band.name] = {**_encoding(band.quantity), "chunks": (_TIME_CHUNK, *space)}
+        template[band.name] = (("time", "y", "x"), lazy, band_attrs(band))
+        encoding[band.name] = {**int16_encoding(band.quantity), "chunks": (_TIME_CHUNK, *space)}
     classes = list(LandCover)
     template["landcover"] = (
         ("y", "x"),
@@ -124,7 +124,7 @@ def open_truth(path: Path) -> xr.Dataset:
     return xr.open_zarr(path, zarr_format=3, consolidated=False)
 
 
-def _band_attrs(band) -> dict:
+def band_attrs(band) -> dict:
     return {
         "long_name": f"{band.sensor} {band.sensor_band} ({band.common_name})",
         "units": "K" if band.quantity == "temperature" else "1",

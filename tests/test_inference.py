@@ -32,7 +32,7 @@ from tamrf_xr.inference import (
     untrained_checkpoint,
 )
 from tamrf_xr.inference.model_cache import loads_in_this_process
-from tamrf_xr.inference.predict import QUALITY_VARIABLES
+from tamrf_xr.inference.quality import QUALITY_VARIABLES
 from tamrf_xr.inference.seams import seam_errors
 from tamrf_xr.simulate import Simulation, SimulationConfig
 
@@ -124,7 +124,7 @@ def test_prediction_is_lazy_and_complete(cubes, source) -> None:
     # Predicted wherever a clear observation of either sensor lies within the margin (30 px).
     observed = s2.valid.values.any(0) | landsat.valid.values.any(0).repeat(3, 0).repeat(3, 1)
     supported = ndimage.distance_transform_edt(~observed) <= 30
-    assert 0.5 < supported.mean()
+    assert supported.mean() > 0.5
     for band in ("S2_B4", "LS_B10"):
         np.testing.assert_array_equal(np.isfinite(computed[band].values), supported)
     # Untrained weights: values are statistics-shaped noise, LST near the training mean (300 K).

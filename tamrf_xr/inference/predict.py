@@ -32,21 +32,18 @@ from tamrf_xr.bands import BANDS, LANDSAT_BANDS, S2_BANDS
 from tamrf_xr.inference.blocks import predict_block
 from tamrf_xr.inference.dates import target_dates
 from tamrf_xr.inference.model_cache import ModelSource, cached_model
-from tamrf_xr.inference.quality import clear_count, days_to_nearest_clear
+from tamrf_xr.inference.quality import (
+    QUALITY_ATTRS,
+    QUALITY_VARIABLES,
+    clear_count,
+    days_to_nearest_clear,
+)
 
 __all__ = ["QUALITY_VARIABLES", "InferenceConfig", "checkpoint_identity", "predict"]
 
 LANDSAT_FACTOR = 3
 DEFAULT_MARGIN_PX = 60
 """The s1t3 receptive-field radius at 10 m (``tamrf_xr.model.receptive_field_radius``)."""
-QUALITY_VARIABLES = {
-    "s2_days_to_clear": "days from the date to the nearest clear Sentinel-2 observation "
-    "(-1: none in the series)",
-    "landsat_days_to_clear": "days from the date to the nearest clear Landsat observation "
-    "(-1: none in the series)",
-    "s2_clear_count": "number of clear Sentinel-2 observations in the input series",
-    "landsat_clear_count": "number of clear Landsat observations in the input series",
-}
 
 
 @dataclass(frozen=True)
@@ -162,10 +159,20 @@ def _with_margin(array: da.Array, chunks: tuple[tuple[int, ...], tuple[int, ...]
     array = array.rechunk(tuple((s,) for s in array.shape[:lead]) + chunks)
     if depth == 0:
         return array
+    # dask overlaps only axes whose chunks are all at least ``depth``; an axis held in one
+    # smaller chunk (a small cube) is padded instead, which is the same thing there.
+    single = [i for i in range(lead, array.ndim) if len(array.chunks[i]) == 1]
+    if single:
+        padding = [(depth, depth) if i in single else (0, 0) for i in range(array.ndim)]
+        array = da.pad(array, padding, mode="constant", constant_values=fill)
+        array = array.rechunk({i: -1 for i in single})  # pad adds chunks: one block again
+    overlapped = [i for i in range(lead, array.ndim) if i not in single]
+    if not overlapped:
+        return array
     return da.overlap.overlap(
         array,
-        depth={i: (depth if i >= lead else 0) for i in range(array.ndim)},
-        boundary={i: (fill if i >= lead else "none") for i in range(array.ndim)},
+        depth={i: (depth if i in overlapped else 0) for i in range(array.ndim)},
+        boundary={i: (fill if i in overlapped else "none") for i in range(array.ndim)},
     )
 
 
@@ -331,12 +338,12 @@ def _quality(
                 dtype=np.int16,
                 chunks=((len(query_days),), *chunks10),
             ),
-            {"long_name": QUALITY_VARIABLES[f"{sensor}_days_to_clear"], "units": "days"},
+            dict(QUALITY_ATTRS[f"{sensor}_days_to_clear"]),
         )
         out[f"{sensor}_clear_count"] = (
             ("y", "x"),
             valid.map_blocks(clear_count, drop_axis=0, dtype=np.int16),
-            {"long_name": QUALITY_VARIABLES[f"{sensor}_clear_count"]},
+            dict(QUALITY_ATTRS[f"{sensor}_clear_count"]),
         )
     return out
 
@@ -357,8 +364,8 @@ def _supported(
     observed = s2_any | ls_any
     if radius == 0:
         return observed
-    return observed.map_overlap(partial(_within, radius=radius), depth=radius, boundary=False,
-                                dtype=bool)  # fmt: skip
+    grown = _with_margin(observed, chunks10, radius, False)
+    return grown.map_blocks(partial(_within, radius=radius), chunks=chunks10, dtype=bool)
 
 
 def _to_10m(valid: np.ndarray) -> np.ndarray:
@@ -367,10 +374,11 @@ def _to_10m(valid: np.ndarray) -> np.ndarray:
 
 
 def _within(observed: np.ndarray, radius: int) -> np.ndarray:
-    """Pixels within ``radius`` of an observed pixel."""
+    """Pixels within ``radius`` of an observed pixel, a margin of ``radius`` cropped."""
+    inner = (slice(radius, observed.shape[0] - radius), slice(radius, observed.shape[1] - radius))
     if not observed.any():
-        return observed
-    return ndimage.distance_transform_edt(~observed) <= radius
+        return observed[inner]
+    return (ndimage.distance_transform_edt(~observed) <= radius)[inner]
 
 
 def _provenance(s2, landsat, model, config, origin, queries) -> dict[str, Any]:

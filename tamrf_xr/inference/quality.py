@@ -4,10 +4,40 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["NO_CLEAR_OBSERVATION", "clear_count", "days_to_nearest_clear"]
+__all__ = [
+    "NO_CLEAR_OBSERVATION",
+    "QUALITY_ATTRS",
+    "QUALITY_VARIABLES",
+    "clear_count",
+    "days_to_nearest_clear",
+]
 
 NO_CLEAR_OBSERVATION = -1
 """``days_to_nearest_clear`` where a pixel has no clear observation at all."""
+
+QUALITY_VARIABLES: dict[str, tuple[str, ...]] = {
+    "s2_days_to_clear": ("time", "y", "x"),
+    "landsat_days_to_clear": ("time", "y", "x"),
+    "s2_clear_count": ("y", "x"),
+    "landsat_clear_count": ("y", "x"),
+}
+"""The per-pixel quality layers (int16) beside every prediction, and their dimensions."""
+
+QUALITY_ATTRS: dict[str, dict[str, str]] = {
+    "s2_days_to_clear": {
+        "long_name": "days from the output date to the nearest clear Sentinel-2 observation",
+        "units": "days",
+        "comment": "-1: no clear Sentinel-2 observation at all",
+    },
+    "landsat_days_to_clear": {
+        "long_name": "days from the output date to the nearest clear Landsat observation",
+        "units": "days",
+        "comment": "-1: no clear Landsat observation at all",
+    },
+    "s2_clear_count": {"long_name": "number of clear Sentinel-2 observations", "units": "1"},
+    "landsat_clear_count": {"long_name": "number of clear Landsat observations", "units": "1"},
+}
+"""CF attributes of the quality layers."""
 
 
 def days_to_nearest_clear(

@@ -114,6 +114,14 @@ def _region_tiles(config: SimulationConfig, spec: GridSpec) -> list[GridTile]:
     return tiles
 
 
+def _model_identity(model: ModelSource) -> dict[str, Any]:
+    """The checkpoint's identity (checksum, architecture, origin), not where it lies: moving
+    a run directory must not make its store look like another product."""
+    identity = checkpoint_identity(model.checkpoint)
+    identity.pop("path")
+    return identity
+
+
 def _output_dates(dates: str, config: SimulationConfig) -> list[str]:
     """A cadence over the simulated period, or comma-separated ISO dates."""
     listed = dates[:4].isdigit()
@@ -187,7 +195,7 @@ def regional_run(
     create_store(
         store, tiles, output_dates, Level3Config(encoding=encoding),
         attrs={
-            "model": checkpoint_identity(model.checkpoint), "untrained_model": untrained,
+            "model": _model_identity(model), "untrained_model": untrained,
             "inference": {**asdict(inference), "origin": None}, "cube": {
                 "min_valid_fraction": cube.min_valid_fraction,
                 "landsat_resampling": cube.landsat_resampling,

@@ -1,0 +1,75 @@
+"""The run's Dask cluster: local processes, an existing scheduler, and (marked gpu) dask-cuda."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from distributed import LocalCluster
+
+from pipelines.cluster import ClusterConfig, gpu_count, start_cluster
+from tamrf_xr.inference import ModelSource, untrained_checkpoint
+from tamrf_xr.inference.model_cache import loads_in_this_process
+
+
+def test_hidden_gpus_are_not_counted(monkeypatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    assert gpu_count() == 0
+
+
+def test_local_cluster_preloads_the_model_on_every_worker(tmp_path) -> None:
+    source = ModelSource(str(untrained_checkpoint(tmp_path / "model")))
+    config = ClusterConfig(n_workers=2, threads_per_worker=1, use_gpus=False,
+                           dashboard_address=None)  # fmt: skip
+    with start_cluster(config) as cluster:
+        assert cluster.device == "cpu" and cluster.threads_per_worker == 1
+        assert len(cluster.client.scheduler_info()["workers"]) == 2
+        on_workers = cluster.model_source(source)
+        assert on_workers.torch_threads == 1 and on_workers.checkpoint == source.checkpoint
+        cluster.preload(on_workers)
+        loads = cluster.client.run(loads_in_this_process)
+    assert sorted(loads.values()) == [1, 1]
+    assert loads_in_this_process() == 0, "the client process never loads the model"
+
+
+def test_an_existing_scheduler_is_used_and_left_running() -> None:
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as existing:  # fmt: skip
+        with start_cluster(ClusterConfig(address=existing.scheduler_address)) as cluster:
+            assert cluster.client.scheduler.address == existing.scheduler_address
+            assert cluster.client.submit(sum, [1, 2]).result() == 3
+        assert existing.status.name == "running"
+
+
+@pytest.mark.gpu
+def test_gpu_workers_predict_like_the_cpu(tmp_path) -> None:
+    """On a GPU machine: one dask-cuda worker per GPU, the model on cuda, same predictions
+    as the CPU to fp32 rounding."""
+    import datetime as dt
+
+    from pipelines.catalogs import LOCAL
+    from pipelines.datacube import CubeConfig, CubeGrid, assemble_landsat, assemble_s2
+    from pipelines.simulated_catalog import write_simulated_catalog
+    from pipelines.stac_servers import load_static_catalog
+    from tamrf_xr.inference import InferenceConfig, predict
+    from tamrf_xr.simulate import Simulation, SimulationConfig
+
+    gpus = gpu_count()
+    assert gpus > 0, "no GPU visible: run the gpu tests on a GPU machine"
+    config = SimulationConfig(seed=2, width_px=120, height_px=120, start=dt.date(2022, 6, 1),
+                              end=dt.date(2022, 6, 20))  # fmt: skip
+    product = write_simulated_catalog(config, tmp_path / "p", with_truth=False)
+    items = list(load_static_catalog(product.catalog).items)
+    grid = CubeGrid(Simulation(config).grid.epsg, Simulation(config).grid.bounds)
+    keep = CubeConfig(min_valid_fraction=0.0)
+    s2 = assemble_s2([i for i in items if i["collection"] == "sentinel-2-l2a"], grid, LOCAL, keep)
+    landsat = assemble_landsat([i for i in items if i["collection"] == "landsat-c2-l2"], grid,
+                               LOCAL, keep)  # fmt: skip
+    source = ModelSource(str(untrained_checkpoint(tmp_path / "model")))
+    inference = InferenceConfig(chunk_px=60, margin_px=30)
+    on_cpu = predict(s2, landsat, ["2022-06-10"], source, inference).compute(scheduler="threads")
+    with start_cluster(ClusterConfig(dashboard_address=None)) as cluster:
+        assert cluster.device == "cuda"
+        assert len(cluster.client.scheduler_info()["workers"]) == gpus
+        on_gpu = predict(s2, landsat, ["2022-06-10"], cluster.model_source(source),
+                         inference).compute()  # fmt: skip
+    np.testing.assert_allclose(on_gpu["S2_B4"].values, on_cpu["S2_B4"].values, atol=1e-4)

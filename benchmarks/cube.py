@@ -82,7 +82,7 @@ def simulation_config(args: argparse.Namespace) -> Any:
 
 def product(config: Any, data_dir: Path) -> tuple[Path, float | None]:
     """The product's catalog.json (written once per config) and the seconds it took to write."""
-    from pipelines.simulated_catalog import (
+    from pipelines.demo.simulated_catalog import (
         open_or_write_simulated_catalog,
         write_simulated_catalog,
     )
@@ -140,7 +140,7 @@ def plan_reads(items: list[dict[str, Any]], keys: list[str], grid: Any) -> list[
                     continue
                 with rasterio.open(asset["href"]) as ds:
                     res = float(ds.res[0])
-                    shape = (round((north - south) / res), round((east - west) / res))
+                    shape = grid.at(res).shape
                     if ds.crs.to_epsg() != grid.epsg:
                         reads.append(Read(asset["href"], res, shape, None, (0, 0), False))
                         continue
@@ -309,19 +309,21 @@ def cube_pixels_read(sensor: str, items: list[dict[str, Any]], grid: Any) -> int
             halo = datacube._halo_m(datacube._s2_halo_px(masks) + 2 * UPSAMPLE_HALO)
             n10 = sum(b.native_resolution == 10.0 for b in S2_BANDS)
             n20 = len(S2_BANDS) - n10 + 1  # + SCL
-            per_item = n10 * _area(grid.spec(10.0, halo)) + n20 * _area(grid.spec(20.0, halo))
+            per_item = n10 * _area(grid.at(10.0).grown(halo)) + n20 * _area(
+                grid.at(20.0).grown(halo)
+            )
         else:
             halo = datacube._halo_m(
                 LANDSAT_FACTOR * (masks.landsat_fill_dilation_px + masks.landsat_dilation_px)
             )
-            per_item = len(LOCAL.landsat_asset_keys()) * _area(grid.spec(30.0, halo))
+            per_item = len(LOCAL.landsat_asset_keys()) * _area(grid.at(30.0).grown(halo))
     except (ImportError, AttributeError):  # the private helpers moved: not reported
         return None
     return len(items) * per_item
 
 
-def _area(spec: Any) -> int:
-    rows, cols = spec.shape
+def _area(grid: Any) -> int:
+    rows, cols = grid.shape
     return rows * cols
 
 
@@ -370,14 +372,12 @@ def environment() -> dict[str, Any]:
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
-    from pipelines.datacube import CubeGrid
-    from pipelines.stac_servers import load_static_catalog
+    from pipelines.demo.stac_servers import load_static_catalog
     from tamrf_xr.simulate.geometry import region_grid
 
     config = simulation_config(args)
     catalog, simulate_s = product(config, args.data_dir)
-    region = region_grid(config)
-    grid = CubeGrid(region.epsg, region.bounds)
+    grid = region_grid(config)  # the region's 10 m grid, as the cubes use it
     items = list(load_static_catalog(catalog).items)
 
     from pipelines.catalogs import LOCAL

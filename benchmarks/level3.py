@@ -119,7 +119,7 @@ def simulation_config(args: argparse.Namespace) -> Any:
         return config
     grid = region_grid(config)
     size = args.tile_size_m
-    x0, y0 = round(grid.x0 / size) * size, round(grid.y0 / size) * size
+    x0, y0 = round(grid.bounds[0] / size) * size, round(grid.bounds[3] / size) * size
     # region_grid snaps floor((cx - 5 w) / 60) * 60 and ceil((cy + 5 h) / 60) * 60: aim 30 m
     # inside the wanted cell, far from the rounding.
     cx, cy = x0 + args.size * 5.0 + 30.0, y0 - args.height * 5.0 - 30.0
@@ -127,15 +127,15 @@ def simulation_config(args: argparse.Namespace) -> Any:
     config = dataclasses.replace(
         config, center_lon=round(lon, 7), center_lat=round(lat, 7), epsg=grid.epsg
     )
-    moved = region_grid(config)
-    if (moved.x0, moved.y0) != (x0, y0):
-        raise RuntimeError(f"could not align the region: {moved.x0, moved.y0} != {x0, y0}")
+    moved = region_grid(config).bounds
+    if (moved[0], moved[3]) != (x0, y0):
+        raise RuntimeError(f"could not align the region: {moved[0], moved[3]} != {x0, y0}")
     return config
 
 
 def product(config: Any, data_dir: Path) -> tuple[Path, float | None]:
     """The product's catalog.json (written once per config) and the seconds it took to write."""
-    from pipelines.simulated_catalog import open_or_write_simulated_catalog
+    from pipelines.demo.simulated_catalog import open_or_write_simulated_catalog
 
     key = hashlib.sha256(config.to_json().encode()).hexdigest()[:12]
     root = data_dir / f"sim-{key}"
@@ -148,24 +148,17 @@ def product(config: Any, data_dir: Path) -> tuple[Path, float | None]:
     return written.catalog, time.perf_counter() - start
 
 
-def region_tiles(config: Any, spec: Any) -> list[Any]:
-    """The output tiles that hold part of the region (``flows.regional_run._region_tiles``,
-    repeated here so that Prefect is not imported)."""
-    from pipelines.grid import tiles_for_aoi
-    from tamrf_xr.simulate.geometry import region_grid
+def region_request(config: Any, args: argparse.Namespace) -> Any:
+    """The demo run's request for the region (``pipelines.demo.region_request``): its tiles
+    and output dates come from the same library code as ``tamrf run``. The items are read
+    from the static catalog here, so the URL is never contacted."""
+    from pipelines.demo.region_request import simulated_region_request
+    from pipelines.production import parse_dates
 
-    grid = region_grid(config)
-    gw, gs, ge, gn = grid.bounds
-    tiles = []
-    for tile in tiles_for_aoi(grid.lonlat_bbox(), spec):
-        west, south, east, north = tile.bounds
-        if (
-            tile.epsg == grid.epsg
-            and min(east, ge) > max(west, gw)
-            and min(north, gn) > max(south, gs)
-        ):
-            tiles.append(tile)
-    return tiles
+    return simulated_region_request(
+        config, args.data_dir / "run", "http://127.0.0.1/static-catalog-read-directly",
+        dates=parse_dates(args.dates), tile_size_m=args.tile_size_m,
+    )  # fmt: skip
 
 
 @dataclasses.dataclass
@@ -188,17 +181,16 @@ class Setup:
                        clip_to=self.region_bounds)  # fmt: skip
 
     def grid(self, tile: Any) -> Any:
-        from pipelines.datacube import CubeGrid
         from tamrf_xr.inference import InferenceConfig
 
         margin = InferenceConfig().margin_px
-        return CubeGrid.for_tile(tile, margin_px=margin, clip_to=self.region_bounds)
+        return tile.grid(margin_px=margin, clip_to=self.region_bounds)
 
 
 def setup(args: argparse.Namespace) -> Setup:
-    from pipelines.grid import GridSpec
-    from pipelines.stac_servers import load_static_catalog
-    from tamrf_xr.inference import ModelSource, target_dates, untrained_checkpoint
+    from pipelines.demo.stac_servers import load_static_catalog
+    from pipelines.production import region_tiles
+    from tamrf_xr.inference import ModelSource, untrained_checkpoint
     from tamrf_xr.simulate.geometry import region_grid
 
     config = simulation_config(args)
@@ -206,15 +198,11 @@ def setup(args: argparse.Namespace) -> Setup:
     items: dict[str, list[dict[str, Any]]] = {}
     for item in load_static_catalog(catalog).items:
         items.setdefault(item["collection"], []).append(item)
-    tiles = region_tiles(config, GridSpec(tile_size_m=args.tile_size_m))
-    if args.dates[:4].isdigit():
-        values = target_dates(args.dates.split(","))
-    else:
-        values = target_dates(args.dates, config.start, config.end)
+    request = region_request(config, args)
     checkpoint = untrained_checkpoint(args.data_dir / "models" / "untrained-s1t3")
     source = ModelSource(str(checkpoint), torch_threads=args.threads)
-    return Setup(config, catalog, simulate_s, items, tiles, [str(d) for d in values], source,
-                 region_grid(config).bounds)  # fmt: skip
+    return Setup(config, catalog, simulate_s, items, region_tiles(request),
+                 request.output_dates(), source, region_grid(config).bounds)  # fmt: skip
 
 
 def create_store(s: Setup, store: Path) -> float:

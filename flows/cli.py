@@ -13,6 +13,20 @@ from typing import Annotated
 import typer
 
 from flows.cli_catalog import catalog_app
+from flows.cli_info import info
+from flows.cli_production import (
+    AoiOption,
+    BboxOption,
+    CatalogOption,
+    CatalogUrlOption,
+    CheckpointOption,
+    CloudOption,
+    DatesOption,
+    S2CollectionOption,
+    TileSizeOption,
+    TilesOption,
+    plan,
+)
 
 app = typer.Typer(
     help="tamrf-xr: Sentinel-2 + Landsat time-series fusion, from STAC catalogs to Level-3 Zarr.",
@@ -20,6 +34,8 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(catalog_app, name="catalog")
+app.command("plan")(plan)
+app.command("info")(info)
 
 
 def _date(value: str) -> dt.date:
@@ -66,7 +82,7 @@ def simulate(
 ) -> None:
     """Simulate a region: COGs + STAC items in Earth Search v1 form, and the ground truth."""
     from flows.terminal import progress_bars
-    from pipelines.simulated_catalog import write_simulated_catalog
+    from pipelines.demo.simulated_catalog import write_simulated_catalog
 
     config = _simulation_config(
         seed=seed, lon=lon, lat=lat, size_px=size_px, start=start, end=end,
@@ -89,44 +105,99 @@ def simulate(
 
 @app.command()
 def run(
+    catalog: CatalogOption = None,
+    catalog_url: CatalogUrlOption = None,
+    aoi: AoiOption = None,
+    bbox: BboxOption = None,
+    start: Annotated[
+        str | None, typer.Option(help="First day, YYYY-MM-DD (demo default: 2022-01-01).")
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option(help="Last day (inclusive), YYYY-MM-DD (demo: 2022-12-31).")
+    ] = None,
+    dates: DatesOption = "SMS",
+    checkpoint: CheckpointOption = None,
     out_dir: Annotated[Path, typer.Option(help="Where the run writes its products.")] = Path(
         "tamrf-output"
     ),
-    seed: Annotated[int, typer.Option(help="Seed of the simulated region.")] = 0,
-    lon: Annotated[float, typer.Option(help="Longitude of the region centre.")] = 1.45,
-    lat: Annotated[float, typer.Option(help="Latitude of the region centre.")] = 43.60,
-    size_px: Annotated[int, typer.Option(help="Region side in 10 m pixels (multiple of 6).")] = 240,
-    start: Annotated[str, typer.Option(help="First day, YYYY-MM-DD.")] = "2022-01-01",
-    end: Annotated[str, typer.Option(help="Last day (inclusive), YYYY-MM-DD.")] = "2022-12-31",
-    backend: Annotated[
-        str, typer.Option(help="Local STAC API: rustac (embedded) or pgstac.")
-    ] = "rustac",
-    overwrite: Annotated[bool, typer.Option(help="Re-simulate over an existing product.")] = False,
-    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
-    dates: Annotated[
-        str, typer.Option(help="Output dates: SMS (1st and 15th), 10D, MS, or ISO dates a,b,c.")
-    ] = "SMS",
-    checkpoint: Annotated[
-        Path | None, typer.Option(help="Model weights; default: an UNTRAINED stand-in.")
-    ] = None,
-    tile_size_m: Annotated[
-        float, typer.Option(help="Output tile side, a multiple of 30 m.")
-    ] = 9900.0,
-    encoding: Annotated[str, typer.Option(help="Level-3 values: int16 or float32.")] = "int16",
+    s2_collection: S2CollectionOption = None,
+    max_cloud_cover: CloudOption = None,
+    tile_size_m: TileSizeOption = 9900.0,
+    tiles: TilesOption = None,
+    encoding: Annotated[
+        str,
+        typer.Option(
+            help="Level-3 values: float32 (default, mantissa rounded to the int16 precision "
+            "class) or int16 (about 0.8 x the storage; plain xarray decodes it to float64)."
+        ),
+    ] = "float32",
+    tiles_in_flight: Annotated[int, typer.Option(help="Tiles computed at once.")] = 2,
     scheduler: Annotated[
         str | None, typer.Option(help="Address of an existing Dask scheduler.")
     ] = None,
-    workers: Annotated[int, typer.Option(help="Local Dask worker processes.")] = 1,
+    cluster: Annotated[
+        str, typer.Option(help="Local cluster: auto (GPUs when present), cpu or cuda.")
+    ] = "auto",
+    workers: Annotated[int, typer.Option(help="Local Dask worker processes (CPU).")] = 1,
+    dry_run: Annotated[
+        bool, typer.Option(help="Plan only (as `tamrf plan`), through the Prefect flow.")
+    ] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    seed: Annotated[int, typer.Option(help="Demo: seed of the simulated region.")] = 0,
+    lon: Annotated[float, typer.Option(help="Demo: longitude of the region centre.")] = 1.45,
+    lat: Annotated[float, typer.Option(help="Demo: latitude of the region centre.")] = 43.60,
+    size_px: Annotated[
+        int, typer.Option(help="Demo: region side in 10 m pixels (multiple of 6).")
+    ] = 240,
+    backend: Annotated[
+        str, typer.Option(help="Demo: local STAC API, rustac (embedded) or pgstac.")
+    ] = "rustac",
+    overwrite: Annotated[bool, typer.Option(help="Demo: re-simulate the region.")] = False,
 ) -> None:
-    """The main job on the embedded default: simulate a region, serve it as a local STAC API
-    on 127.0.0.1, query it, and write its Level-3 Zarr store (datacubes and TAMRF inference
-    on a Dask cluster). A Prefect flow; it runs on a temporary local Prefect server unless
-    PREFECT_API_URL points at one. A re-run resumes the missing tiles."""
+    """Produce Level-3 Zarr stores (datacubes and TAMRF inference on a Dask cluster), as a
+    Prefect flow. With --catalog: an AOI and a period from that STAC catalog. Without it: the
+    embedded demo (a simulated region served as a local STAC API on 127.0.0.1). It runs on a
+    temporary local Prefect server unless PREFECT_API_URL points at one. A re-run computes
+    only the tiles that are missing, failed or whose inputs changed."""
     import os
 
     # No telemetry from a machine that may have no internet (and nothing to report home).
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if catalog is not None:
+        from flows.cli_production import production_request, run_on_catalog
+
+        request = production_request(
+            catalog, catalog_url, aoi, bbox, start, end, dates, checkpoint, out_dir,
+            s2_collection=s2_collection, max_cloud_cover=max_cloud_cover,
+            tile_size_m=tile_size_m, encoding=encoding, tiles_in_flight=tiles_in_flight,
+            tile_filter=None if tiles is None else tuple(t.strip() for t in tiles.split(",")),
+        )  # fmt: skip
+        cluster_options = {"scheduler_address": scheduler, "cluster_kind": cluster,
+                           "n_workers": workers}  # fmt: skip
+        run_on_catalog(request, cluster_options, progress, dry_run)
+        return
+    if aoi is not None or bbox is not None or catalog_url is not None or dry_run:
+        raise typer.BadParameter(
+            "--aoi, --bbox, --catalog-url and --dry-run need --catalog (a STAC catalog); "
+            "without --catalog, `tamrf run` runs the embedded demo"
+        )
+    _run_demo(
+        out_dir, seed, lon, lat, size_px, start or "2022-01-01", end or "2022-12-31", backend,
+        overwrite, progress, dates, checkpoint, tile_size_m, encoding, scheduler, workers,
+        tiles_in_flight,
+    )  # fmt: skip
+
+
+def _run_demo(
+    out_dir: Path, seed: int, lon: float, lat: float, size_px: int, start: str, end: str,
+    backend: str, overwrite: bool, progress: bool, dates: str, checkpoint: Path | None,
+    tile_size_m: float, encoding: str, scheduler: str | None, workers: int, in_flight: int,
+) -> None:  # fmt: skip
+    """The embedded demo: simulate, serve, run (the regional_run flow)."""
+    from flows.cli_production import print_run_summary
     from flows.regional_run import regional_run
+    from pipelines.run_lock import RunLockedError
+    from pipelines.search import CatalogSearchError
 
     if backend not in ("rustac", "pgstac"):
         raise typer.BadParameter(f"unknown backend {backend!r}: use rustac or pgstac")
@@ -136,25 +207,13 @@ def run(
             config.to_json(), str(out_dir), backend, overwrite, progress, dates=dates,
             checkpoint=None if checkpoint is None else str(checkpoint), tile_size_m=tile_size_m,
             encoding=encoding, scheduler_address=scheduler, n_workers=workers,
+            tiles_in_flight=in_flight,
         )  # fmt: skip
-    except (FileExistsError, ValueError) as error:
+    except (FileExistsError, ValueError, CatalogSearchError, RunLockedError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
     typer.echo(f"catalog: {summary['catalog']}")
-    for collection, found in summary["collections"].items():
-        typer.echo(
-            f"{collection}: {found['count']} items {found['first'][:10]}..{found['last'][:10]}, "
-            f"mean cloud cover {found['mean_cloud_cover']}%"
-        )
-    level3 = summary["level3"]
-    typer.echo(
-        f"level-3: {level3['store']} ({len(level3['tiles'])} tiles, {len(level3['dates'])} "
-        f"dates, {len(level3['produced_now'])} tiles produced now); STAC: {level3['stac']}"
-    )
-    if level3["untrained_model"]:
-        typer.echo("warning: no --checkpoint: the model weights are UNTRAINED (values are not "
-                   "meaningful); see `tamrf import-checkpoint`")  # fmt: skip
-    typer.echo(f"summary: {Path(out_dir).absolute() / 'run-summary.json'}")
+    print_run_summary(summary, out_dir)
 
 
 @app.command("import-checkpoint")

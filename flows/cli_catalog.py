@@ -50,7 +50,7 @@ def serve(
     timeout: Annotated[float, typer.Option(help="Seconds the server may take to start.")] = 120.0,
 ) -> None:
     """Serve PATH as a STAC API until Ctrl-C or SIGTERM, then shut everything down."""
-    from pipelines.stac_servers import (
+    from pipelines.demo.stac_servers import (
         BackendUnavailableError,
         CatalogError,
         PortInUseError,

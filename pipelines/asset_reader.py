@@ -20,7 +20,6 @@ import os
 import threading
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +40,11 @@ from stackstac.rio_reader import (
 )
 
 from pipelines.catalogs import item_epsg
+from tamrf_xr.grid import RasterGrid
 
 __all__ = [
     "BrokenAssetLog",
     "BrokenAssetWarning",
-    "GridSpec2D",
     "read_assets",
     "stac_item_dicts",
 ]
@@ -61,39 +60,6 @@ _ASSET_ERRORS = (rasterio.errors.RasterioError, RuntimeError, OSError, ValueErro
 
 class BrokenAssetWarning(UserWarning):
     """An asset could not be read; its pixels are nodata for that date."""
-
-
-@dataclass(frozen=True)
-class GridSpec2D:
-    """A north-up raster grid: CRS, pixel size and (west, south, east, north) bounds."""
-
-    epsg: int
-    resolution: float
-    bounds: tuple[float, float, float, float]
-
-    def __post_init__(self) -> None:
-        west, south, east, north = self.bounds
-        if not (west < east and south < north) or self.resolution <= 0:
-            raise ValueError(f"empty grid: bounds {self.bounds}, resolution {self.resolution}")
-        for extent in (east - west, north - south):
-            if abs(extent / self.resolution - round(extent / self.resolution)) > 1e-6:
-                raise ValueError(
-                    f"bounds {self.bounds} do not hold a whole number of "
-                    f"{self.resolution} m pixels: snap them to the grid"
-                )
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        west, south, east, north = self.bounds
-        return (round((north - south) / self.resolution), round((east - west) / self.resolution))
-
-    def coords(self) -> tuple[np.ndarray, np.ndarray]:
-        """(y, x) pixel-centre coordinates, float64."""
-        west, _, _, north = self.bounds
-        rows, cols = self.shape
-        y = north - (np.arange(rows) + 0.5) * self.resolution
-        x = west + (np.arange(cols) + 0.5) * self.resolution
-        return y, x
 
 
 class BrokenAssetLog:
@@ -211,7 +177,7 @@ def stac_item_dicts(items: Sequence[pystac.Item | Mapping[str, Any]]) -> list[di
 def read_assets(
     items: Sequence[Mapping[str, Any]],
     assets: Sequence[str],
-    grid: GridSpec2D,
+    grid: RasterGrid,
     *,
     resampling: str = "nearest",
     chunk_px: int | None = None,

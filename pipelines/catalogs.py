@@ -15,13 +15,16 @@ from typing import Any, Literal
 
 import numpy as np
 
-from tamrf_xr.bands import LANDSAT_BANDS, S2_BANDS
-from tamrf_xr.simulate.encoding import (
+from tamrf_xr.bands import (
+    LANDSAT_BANDS,
+    LANDSAT_NODATA_DN,
     LANDSAT_SR_OFFSET,
     LANDSAT_SR_SCALE,
     LANDSAT_ST_OFFSET,
     LANDSAT_ST_SCALE,
+    S2_BANDS,
     S2_BOA_ADD_OFFSET_DN,
+    S2_NODATA_DN,
     S2_SCALE,
 )
 
@@ -162,29 +165,37 @@ class CatalogProfile:
             bands = asset.get("raster:bands") or [{}]
             scale, offset = bands[0].get("scale"), bands[0].get("offset")
             if scale is not None:
-                return ScalingRule(float(scale), float(offset or 0.0), 0, "s2-raster-bands")
+                return ScalingRule(
+                    float(scale), float(offset or 0.0), S2_NODATA_DN, "s2-raster-bands"
+                )
             source = "baseline"  # no declaration: fall back on the baseline rule
         in_dn = baseline is not None and baseline >= _BASELINE_WITH_OFFSET
         if source == "earthsearch-flag" and in_dn and self.boa_offset_policy == "trust-flag":
             flag = item.get("properties", {}).get("earthsearch:boa_offset_applied")
             if flag is True:
-                return ScalingRule(S2_SCALE, 0.0, 0, "s2-earthsearch-boa-offset-applied")
+                return ScalingRule(S2_SCALE, 0.0, S2_NODATA_DN, "s2-earthsearch-boa-offset-applied")
             if flag is False:
                 return ScalingRule(
-                    S2_SCALE, -S2_BOA_ADD_OFFSET_DN * S2_SCALE, 0, "s2-earthsearch-boa-offset-in-dn"
+                    S2_SCALE,
+                    -S2_BOA_ADD_OFFSET_DN * S2_SCALE,
+                    S2_NODATA_DN,
+                    "s2-earthsearch-boa-offset-in-dn",
                 )
         if in_dn:
             return ScalingRule(
-                S2_SCALE, -S2_BOA_ADD_OFFSET_DN * S2_SCALE, 0, "s2-baseline>=04.00-offset-in-dn"
+                S2_SCALE,
+                -S2_BOA_ADD_OFFSET_DN * S2_SCALE,
+                S2_NODATA_DN,
+                "s2-baseline>=04.00-offset-in-dn",
             )
-        return ScalingRule(S2_SCALE, 0.0, 0, "s2-baseline<04.00-no-offset")
+        return ScalingRule(S2_SCALE, 0.0, S2_NODATA_DN, "s2-baseline<04.00-no-offset")
 
     def landsat_scaling(self, band_name: str) -> ScalingRule:
         """DN -> reflectance (SR) or Kelvin (ST) rule of a Landsat band."""
         if band_name == "LS_B10":
-            return ScalingRule(*LANDSAT_ST, 0, "landsat-c2-l2-st")
+            return ScalingRule(*LANDSAT_ST, LANDSAT_NODATA_DN, "landsat-c2-l2-st")
         if band_name in self.landsat_assets:
-            return ScalingRule(*LANDSAT_SR, 0, "landsat-c2-l2-sr")
+            return ScalingRule(*LANDSAT_SR, LANDSAT_NODATA_DN, "landsat-c2-l2-sr")
         raise ValueError(f"unknown Landsat band {band_name!r}; known: {list(self.landsat_assets)}")
 
     # -- access ------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from typing import Literal
 
 from distributed import Client, LocalCluster, Worker, WorkerPlugin
 
@@ -36,8 +37,10 @@ class ClusterConfig:
     """Local CPU workers (default: one per 2 cores, at least 1)."""
     threads_per_worker: int = 2
     memory_limit: str = "auto"
-    use_gpus: bool = True
-    """Use dask-cuda when GPUs are present; False forces CPU workers."""
+    kind: Literal["auto", "cpu", "cuda"] = "auto"
+    """Local cluster only: ``auto`` (dask-cuda workers when GPUs are present, else CPU),
+    ``cpu`` (CPU workers even on a GPU machine) or ``cuda`` (GPU workers; an error without
+    GPUs)."""
     dashboard_address: str | None = ":0"
     """Local dashboard (``None`` disables it); ``:0`` picks a free port."""
 
@@ -79,7 +82,8 @@ class RunCluster:
 
     client: Client
     device: str
-    """``cuda`` on dask-cuda workers (each sees its own GPU as device 0), else ``cpu``."""
+    """``cuda`` on dask-cuda workers (each sees its own GPU as device 0), ``cpu`` on local CPU
+    workers, ``auto`` on an existing cluster (each worker uses its GPU when it has one)."""
     threads_per_worker: int | None
 
     def model_source(self, source: ModelSource) -> ModelSource:
@@ -99,16 +103,25 @@ def start_cluster(config: ClusterConfig | None = None) -> Iterator[RunCluster]:
         with Client(config.address) as client:
             workers = client.scheduler_info().get("workers", {}).values()
             threads = min((w.get("nthreads", 1) for w in workers), default=None)
-            yield RunCluster(client, "cpu", threads)
+            # The workers decide: an existing GPU cluster runs the model on its GPUs even
+            # when this client has none.
+            yield RunCluster(client, "auto", threads)
         return
-    gpus = gpu_count() if config.use_gpus else 0
+    if config.kind not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"cluster kind {config.kind!r}: use auto, cpu or cuda")
+    gpus = gpu_count() if config.kind != "cpu" else 0
+    if config.kind == "cuda" and not gpus:
+        raise ValueError(
+            "a local CUDA cluster was asked for but nvidia-smi lists no GPU here: use "
+            "--cluster cpu (or auto), or --scheduler ADDRESS of a GPU cluster"
+        )
     if gpus:
         try:
             from dask_cuda import LocalCUDACluster
         except ImportError:
             raise ImportError(
                 f"{gpus} GPU(s) found but dask-cuda is not installed: "
-                "pip install -c constraints.txt -e '.[gpu]' (or ClusterConfig(use_gpus=False))"
+                "pip install -c constraints.txt -e '.[gpu]' (or ClusterConfig(kind='cpu'))"
             ) from None
         cluster = LocalCUDACluster(dashboard_address=config.dashboard_address)
         device, threads = "cuda", None

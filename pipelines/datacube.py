@@ -1,6 +1,7 @@
 """Analysis-ready Sentinel-2 and Landsat datacubes on the output grid (lazy, dask-backed).
 
-From STAC items of one sensor to an ``xarray.Dataset`` on a :class:`CubeGrid`:
+From STAC items of one sensor to an ``xarray.Dataset`` on a 10 m
+:class:`~tamrf_xr.grid.RasterGrid` (checked by :func:`check_cube_grid`):
 
 - ``observations`` (time, band, y, x) float32: reflectance, and LST in Kelvin for ``LS_B10``,
   each item's DNs scaled by the rule its catalog profile decides for it (recorded per item);
@@ -39,26 +40,24 @@ import pystac
 import xarray as xr
 from pyproj import CRS
 
-from pipelines.asset_reader import BrokenAssetLog, GridSpec2D, read_assets, stac_item_dicts
+from pipelines.asset_reader import BrokenAssetLog, read_assets, stac_item_dicts
 from pipelines.catalogs import CatalogProfile, ScalingRule
 from pipelines.georef import with_grid_mapping
-from pipelines.grid import LANDSAT_FACTOR, GridTile
+from pipelines.grid import LANDSAT_FACTOR, NEST_M
 from tamrf_xr.bands import LANDSAT_BANDS, S2_BANDS
+from tamrf_xr.grid import RasterGrid
 from tamrf_xr.masking import MaskConfig, landsat_invalid, s2_invalid
 from tamrf_xr.resample import UPSAMPLE_HALO, upsample_bicubic
 
 __all__ = [
     "CubeConfig",
-    "CubeGrid",
     "assemble_landsat",
     "assemble_s2",
     "broken_assets",
+    "check_cube_grid",
     "cube_summary",
     "solar_date",
 ]
-
-NEST_M = 60.0
-"""Grid edges on multiples of 60 m make the 10, 20 and 30 m grids nest exactly."""
 
 
 @dataclass(frozen=True)
@@ -82,61 +81,23 @@ class CubeConfig:
             raise ValueError(f"min_valid_fraction must be in [0, 1], got {self.min_valid_fraction}")
 
 
-@dataclass(frozen=True)
-class CubeGrid:
-    """The 10 m output grid of a cube (Landsat on the same bounds at 30 m)."""
-
-    epsg: int
-    bounds: tuple[float, float, float, float]
-    """(west, south, east, north) in metres, on multiples of 60 m."""
-    pixel_m: float = 10.0
-
-    def __post_init__(self) -> None:
-        crs = CRS.from_epsg(self.epsg)
-        unit = crs.axis_info[0].unit_name if crs.axis_info else ""
-        if not crs.is_projected or unit not in ("metre", "meter"):
-            raise ValueError(
-                f"EPSG:{self.epsg} ({crs.name}) is not a projected CRS in metres: cubes live on "
-                "UTM grids (e.g. EPSG:32631); take the tile CRS from pipelines.grid.tiles_for_aoi"
-            )
-        step = NEST_M * self.pixel_m / 10.0
-        if any(abs(v / step - round(v / step)) > 1e-6 for v in self.bounds):
-            raise ValueError(
-                f"grid bounds {self.bounds} are not on multiples of {step:g} m, so the 10, 20 "
-                "and 30 m grids would not nest: snap them (GridTile bounds always are)"
-            )
-        GridSpec2D(self.epsg, self.pixel_m, self.bounds)  # validates the extent
-
-    @classmethod
-    def for_tile(
-        cls,
-        tile: GridTile,
-        margin_px: int = 0,
-        clip_to: tuple[float, float, float, float] | None = None,
-    ) -> CubeGrid:
-        """The tile's grid, grown by ``margin_px`` 10 m pixels (a multiple of 6) each side,
-        optionally cut down to ``clip_to`` bounds (tile CRS; snapped outwards to 60 m)."""
-        if margin_px % 6:
-            raise ValueError(f"margin_px={margin_px} must be a multiple of 6 (60 m)")
-        m = margin_px * tile.spec.pixel_m
-        west, south, east, north = tile.bounds
-        bounds = (west - m, south - m, east + m, north + m)
-        if clip_to is not None:
-            w, s, e, n = clip_to
-            snapped = (math.floor(w / NEST_M) * NEST_M, math.floor(s / NEST_M) * NEST_M,
-                       math.ceil(e / NEST_M) * NEST_M, math.ceil(n / NEST_M) * NEST_M)  # fmt: skip
-            bounds = (max(bounds[0], snapped[0]), max(bounds[1], snapped[1]),
-                      min(bounds[2], snapped[2]), min(bounds[3], snapped[3]))  # fmt: skip
-        return cls(tile.epsg, bounds, tile.spec.pixel_m)
-
-    def spec(self, resolution: float, halo_m: float = 0.0) -> GridSpec2D:
-        west, south, east, north = self.bounds
-        h = halo_m
-        return GridSpec2D(self.epsg, resolution, (west - h, south - h, east + h, north + h))
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return self.spec(self.pixel_m).shape
+def check_cube_grid(grid: RasterGrid) -> None:
+    """Raise unless ``grid`` can carry a cube: a projected CRS in metres, and edges on
+    multiples of 60 m (for a 10 m grid; scaled with its resolution) so that the 10, 20 and
+    30 m grids nest. :meth:`pipelines.grid.GridTile.grid` builds such grids."""
+    crs = CRS.from_epsg(grid.epsg)
+    unit = crs.axis_info[0].unit_name if crs.axis_info else ""
+    if not crs.is_projected or unit not in ("metre", "meter"):
+        raise ValueError(
+            f"EPSG:{grid.epsg} ({crs.name}) is not a projected CRS in metres: cubes live on "
+            "UTM grids (e.g. EPSG:32631); take the tile CRS from pipelines.grid.tiles_for_aoi"
+        )
+    step = NEST_M * grid.resolution / 10.0
+    if not grid.nests(step):
+        raise ValueError(
+            f"grid bounds {grid.bounds} are not on multiples of {step:g} m, so the 10, 20 "
+            "and 30 m grids would not nest: snap them (GridTile.grid bounds always are)"
+        )
 
 
 def solar_date(item: Mapping[str, Any]) -> dt.date:
@@ -284,7 +245,7 @@ def _item_records(
 def _dataset(
     *,
     sensor: str,
-    grid: CubeGrid,
+    grid: RasterGrid,
     resolution: float,
     bands: Sequence[str],
     units: Sequence[str],
@@ -298,7 +259,7 @@ def _dataset(
     config: CubeConfig,
     broken_log: BrokenAssetLog | None,
 ) -> xr.Dataset:
-    spec = grid.spec(resolution)
+    spec = grid.at(resolution)
     y, x = spec.coords()
     coords = {"band": list(bands), "units": ("band", list(units)), "y": y, "x": x}
     coords |= _date_metadata(ordered, groups) if groups else {
@@ -360,7 +321,9 @@ def _drop_sparse_dates(ds: xr.Dataset, minimum: float) -> xr.Dataset:
 
 
 def _empty(shape: tuple[int, ...], dtype: Any) -> da.Array:
-    return da.zeros(shape, dtype=dtype)
+    """A lazy array with no dates (one chunk: dask's automatic chunking divides by the
+    zero-length axis on large grids)."""
+    return da.zeros(shape, dtype=dtype, chunks=-1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -375,7 +338,7 @@ def _s2_halo_px(masks: MaskConfig) -> int:
 
 def assemble_s2(
     items: Sequence[pystac.Item | Mapping[str, Any]],
-    grid: CubeGrid,
+    grid: RasterGrid,
     profile: CatalogProfile,
     config: CubeConfig | None = None,
     broken_log: BrokenAssetLog | None = None,
@@ -384,7 +347,7 @@ def assemble_s2(
 
     Args:
         items: S2 items of ``profile``'s catalog (pystac items or dicts).
-        grid: the output grid.
+        grid: the 10 m output grid (see :func:`check_cube_grid`).
         profile: the catalog's conventions (asset keys, scaling).
         config: assembly options.
         broken_log: where unreadable assets are recorded.
@@ -394,8 +357,10 @@ def assemble_s2(
         ``clear_fraction`` (time,); ``band`` in model order (S2_B2 ... S2_B12).
 
     Raises:
-        ValueError: items of another collection, or without the profile's assets.
+        ValueError: a grid that cannot carry a cube, items of another collection, or items
+            without the profile's assets.
     """
+    check_cube_grid(grid)
     config = config or CubeConfig()
     docs = stac_item_dicts(items)
     keys = profile.s2_asset_keys()
@@ -406,7 +371,7 @@ def assemble_s2(
     rows, cols = grid.shape
     if not docs:
         return _dataset(
-            sensor="sentinel-2", grid=grid, resolution=grid.pixel_m, bands=names,
+            sensor="sentinel-2", grid=grid, resolution=grid.resolution, bands=names,
             units=["1"] * len(names), observations=_empty((0, len(names), rows, cols), np.float32),
             valid=_empty((0, rows, cols), bool), clear=_empty((0, rows, cols), bool),
             ordered=[], groups=[], records=[], profile=profile, config=config,
@@ -415,12 +380,12 @@ def assemble_s2(
 
     ordered, groups = _groups(docs)
     halo_m = _halo_m(_s2_halo_px(config.masks) + 2 * UPSAMPLE_HALO)
-    halo10 = round(halo_m / grid.pixel_m)
+    halo10 = round(halo_m / grid.resolution)
     env = profile.gdal_env([d["assets"][keys["S2_B2"]]["href"] for d in ordered])
 
     def read(band_keys: list[str], resolution: float, resampling: str) -> da.Array:
         return read_assets(
-            ordered, band_keys, grid.spec(resolution, halo_m), resampling=resampling,
+            ordered, band_keys, grid.at(resolution).grown(halo_m), resampling=resampling,
             gdal_env=env, broken_log=broken_log,
         ).data  # fmt: skip
 
@@ -455,7 +420,7 @@ def assemble_s2(
 
     records = _item_records(ordered, keys, [dict.fromkeys(names, r) for r in rules])
     return _dataset(
-        sensor="sentinel-2", grid=grid, resolution=grid.pixel_m, bands=names,
+        sensor="sentinel-2", grid=grid, resolution=grid.resolution, bands=names,
         units=["1"] * len(names), observations=observations, valid=valid, clear=clear,
         ordered=ordered, groups=groups, records=records, profile=profile, config=config,
         broken_log=broken_log,
@@ -469,7 +434,7 @@ def assemble_s2(
 
 def assemble_landsat(
     items: Sequence[pystac.Item | Mapping[str, Any]],
-    grid: CubeGrid,
+    grid: RasterGrid,
     profile: CatalogProfile,
     config: CubeConfig | None = None,
     broken_log: BrokenAssetLog | None = None,
@@ -480,6 +445,7 @@ def assemble_landsat(
     northings, a neighbouring zone) are warped onto the grid's CRS. Arguments, return value
     and errors as :func:`assemble_s2`; ``band`` is LS_B1 ... LS_B7, LS_B10 (Kelvin).
     """
+    check_cube_grid(grid)
     config = config or CubeConfig()
     if profile.landsat_collection is None:
         raise ValueError(f"catalog profile {profile.name!r} has no Landsat collection")
@@ -492,8 +458,8 @@ def assemble_landsat(
     )  # fmt: skip
     names = [b.name for b in LANDSAT_BANDS]
     units = ["K" if b.quantity == "temperature" else "1" for b in LANDSAT_BANDS]
-    resolution = grid.pixel_m * LANDSAT_FACTOR
-    rows, cols = grid.spec(resolution).shape
+    resolution = grid.resolution * LANDSAT_FACTOR
+    rows, cols = grid.at(resolution).shape
     if not docs:
         return _dataset(
             sensor="landsat", grid=grid, resolution=resolution, bands=names, units=units,
@@ -508,7 +474,7 @@ def assemble_landsat(
     halo_m = _halo_m(LANDSAT_FACTOR * (masks.landsat_fill_dilation_px + masks.landsat_dilation_px))
     halo30 = round(halo_m / resolution)
     env = profile.gdal_env([d["assets"][keys["LS_B1"]]["href"] for d in ordered])
-    spec = grid.spec(resolution, halo_m)
+    spec = grid.at(resolution).grown(halo_m)
 
     raw = read_assets(
         ordered, [keys[n] for n in names], spec, resampling=config.landsat_resampling,

@@ -8,6 +8,8 @@ import xarray as xr
 from pyproj import CRS, Transformer
 from shapely.geometry.base import BaseGeometry
 
+from tamrf_xr.grid import RasterGrid
+
 __all__ = ["grid_coords", "reproject_geometry", "with_grid_mapping"]
 
 
@@ -25,10 +27,10 @@ def reproject_geometry(
     return shapely.transform(shapely.segmentize(geometry, max_segment), apply)
 
 
-def grid_coords(x0: float, y0: float, width: int, height: int, pixel_m: float) -> dict:
-    """Pixel-centre ``x``/``y`` coordinates of a north-up grid with corner (x0, y0) (metres)."""
-    x = x0 + (np.arange(width) + 0.5) * pixel_m
-    y = y0 - (np.arange(height) + 0.5) * pixel_m
+def grid_coords(grid: RasterGrid) -> dict:
+    """The pixel-centre ``x``/``y`` coordinates of ``grid`` (:meth:`RasterGrid.coords`) with
+    their CF attributes, for ``xarray.Dataset(coords=...)``."""
+    y, x = grid.coords()
     return {
         "x": ("x", x, {"standard_name": "projection_x_coordinate", "units": "m", "axis": "X"}),
         "y": ("y", y, {"standard_name": "projection_y_coordinate", "units": "m", "axis": "Y"}),

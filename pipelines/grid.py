@@ -13,14 +13,20 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numpy as np
+import shapely
+import shapely.errors
 from shapely.geometry import box, mapping, shape
 from shapely.geometry.base import BaseGeometry
 
 from pipelines.georef import reproject_geometry
+from tamrf_xr.grid import RasterGrid
 
-__all__ = ["GridSpec", "GridTile", "aoi_geometry", "tiles_for_aoi", "utm_zones"]
+__all__ = ["NEST_M", "GridSpec", "GridTile", "aoi_geometry", "tiles_for_aoi", "utm_zones"]
 
 LANDSAT_FACTOR = 3
+NEST_M = 60.0
+"""Grid edges on multiples of 60 m make the 10, 20 and 30 m grids nest exactly."""
 
 
 @dataclass(frozen=True)
@@ -73,16 +79,39 @@ class GridTile:
             (self.row + 1) * size,
         )
 
+    def grid(
+        self,
+        resolution: float | None = None,
+        margin_px: int = 0,
+        clip_to: tuple[float, float, float, float] | None = None,
+    ) -> RasterGrid:
+        """The tile's raster grid at ``resolution`` (default the tiling's 10 m).
+
+        Args:
+            resolution: pixel size of the grid returned (it must divide its bounds).
+            margin_px: pixels of the tiling (10 m) added on every side, a multiple of 6
+                (60 m) so that the 10, 20 and 30 m grids still nest (a cube's context).
+            clip_to: (west, south, east, north) in the tile CRS to cut the grid down to,
+                snapped outwards to multiples of 60 m first (e.g. a simulated region).
+        """
+        if margin_px % 6:
+            raise ValueError(f"margin_px={margin_px} must be a multiple of 6 (60 m)")
+        grid = RasterGrid(self.epsg, self.bounds, self.spec.pixel_m)
+        grid = grid.grown(margin_px * self.spec.pixel_m)
+        if clip_to is not None:
+            w, s, e, n = clip_to
+            down = [math.floor(v / NEST_M) * NEST_M for v in (w, s)]
+            up = [math.ceil(v / NEST_M) * NEST_M for v in (e, n)]
+            grid = grid.clipped((*down, *up))
+        return grid if resolution is None else grid.at(resolution)
+
     def transform(self, resolution: float | None = None) -> tuple[float, ...]:
         """Affine (a, b, c, d, e, f) of the tile at ``resolution`` (default 10 m)."""
-        resolution = resolution or self.spec.pixel_m
-        west, _, _, north = self.bounds
-        return (resolution, 0.0, west, 0.0, -resolution, north)
+        return self.grid(resolution).transform
 
     def shape(self, resolution: float | None = None) -> tuple[int, int]:
         """(rows, cols) at ``resolution`` (default 10 m)."""
-        n = round(self.spec.tile_size_m / (resolution or self.spec.pixel_m))
-        return (n, n)
+        return self.grid(resolution).shape
 
     @property
     def landsat_resolution(self) -> float:
@@ -94,11 +123,12 @@ class GridTile:
 
 
 def aoi_geometry(aoi: dict | Iterable[float] | BaseGeometry) -> BaseGeometry:
-    """An AOI in lon/lat from a GeoJSON geometry (or Feature), a bbox or a shapely geometry."""
+    """An AOI in lon/lat from a GeoJSON geometry, Feature or FeatureCollection (the union of
+    its features), a bbox or a shapely geometry."""
     if isinstance(aoi, BaseGeometry):
         geometry = aoi
     elif isinstance(aoi, dict):
-        geometry = shape(aoi.get("geometry", aoi))
+        geometry = _geojson_geometry(aoi)
     else:
         values = [float(v) for v in aoi]
         if len(values) != 4:
@@ -119,7 +149,34 @@ def aoi_geometry(aoi: dict | Iterable[float] | BaseGeometry) -> BaseGeometry:
         geometry = box(west, south, east, north)
     if geometry.is_empty or not geometry.is_valid or geometry.area == 0:
         raise ValueError(f"the AOI {mapping(geometry)['type']} is empty or invalid: fix it")
+    west, south, east, north = geometry.bounds
+    if west < -180 or east > 180 or south < -90 or north > 90:
+        raise ValueError(
+            f"the AOI's bounds {geometry.bounds} are not longitudes/latitudes in degrees: "
+            "GeoJSON AOIs are in WGS 84 (EPSG:4326); reproject the file"
+        )
     return geometry
+
+
+def _geojson_geometry(document: dict) -> BaseGeometry:
+    """The shapely geometry of a GeoJSON object (a clear error for anything else)."""
+    kind = document.get("type")
+    try:
+        if kind == "FeatureCollection":
+            parts = [_geojson_geometry(f) for f in document.get("features") or []]
+            if not parts:
+                raise ValueError("the FeatureCollection has no features")
+            return shapely.union_all(parts)
+        if kind == "Feature":
+            if not document.get("geometry"):
+                raise ValueError("the Feature has no geometry")
+            return shape(document["geometry"])
+        return shape(document)
+    except (KeyError, TypeError, AttributeError, ValueError, shapely.errors.ShapelyError) as error:
+        raise ValueError(
+            f"the AOI is not a usable GeoJSON geometry, Feature or FeatureCollection in lon/lat "
+            f"({type(error).__name__}: {error}): fix the file or give --bbox W,S,E,N"
+        ) from None
 
 
 def utm_zones(aoi: BaseGeometry) -> list[tuple[int, BaseGeometry]]:
@@ -144,13 +201,22 @@ def tiles_for_aoi(
     spec = spec or GridSpec()
     geometry = aoi_geometry(aoi)
     tiles = []
+    size = spec.tile_size_m
     for epsg, part in utm_zones(geometry):
         local = reproject_geometry(part, 4326, epsg, 0.01)
         west, south, east, north = local.bounds
-        size = spec.tile_size_m
-        for row in range(math.floor(south / size), math.ceil(north / size)):
-            for column in range(math.floor(west / size), math.ceil(east / size)):
-                tile = GridTile(epsg, column, row, spec)
-                if box(*tile.bounds).intersection(local).area > 0:
-                    tiles.append(tile)
+        # Vectorised over the zone's candidate tiles: a continent has ~10^5 of them.
+        columns, rows = np.meshgrid(
+            np.arange(math.floor(west / size), math.ceil(east / size)),
+            np.arange(math.floor(south / size), math.ceil(north / size)),
+        )
+        columns, rows = columns.ravel(), rows.ravel()
+        boxes = shapely.box(columns * size, rows * size, (columns + 1) * size, (rows + 1) * size)
+        shapely.prepare(local)
+        hit = shapely.intersects(local, boxes)
+        # Touching along an edge is not holding part of the AOI: keep a positive overlap.
+        edge = hit & ~shapely.contains_properly(local, boxes)
+        hit[edge] = shapely.area(shapely.intersection(boxes[edge], local)) > 0
+        tiles += [GridTile(epsg, int(c), int(r), spec) for c, r in zip(columns[hit], rows[hit],
+                                                                         strict=True)]  # fmt: skip
     return sorted(tiles, key=lambda t: (t.epsg, -t.row, t.column))

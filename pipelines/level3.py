@@ -8,12 +8,15 @@ filled tile by tile, by any number of processes, across interrupted runs:
    a no-op on a store created with the same parameters, so a resumed run calls it again.
 2. :func:`write_tile` writes one tile's whole chunks by ``region=`` and then its completion
    record. :func:`missing_tiles` says what is left after a crash.
-3. :func:`open_level3` reads it back decoded (float32, NaN where nothing was written).
+3. :func:`open_level3` reads it back decoded (float32, NaN where nothing was written);
+   :func:`completion_records` returns the records, :mod:`pipelines.level3_info` describes a
+   store (``tamrf info STORE``).
 
 Layout (``<store>`` is a directory; Zarr v2 has ``.zgroup`` + ``.zattrs`` where v3 has
 ``zarr.json``, ``.zarray`` + ``.zattrs`` for arrays, and chunk keys ``t.j.i`` for ``c/t/j/i``)::
 
-    <store>/zarr.json                 root group: CF and provenance attributes
+    <store>/zarr.json                 root group: CF and provenance attributes, consolidated
+                                      metadata (v2: .zgroup, .zattrs and .zmetadata)
     <store>/{x,y,time,spatial_ref}/   coordinates, CF / GDAL grid mapping
     <store>/LS_B1 ... S2_B12/         one array per band (time, y, x), model order
     <store>/s2_days_to_clear/ ...     quality layers (time, y, x) and (y, x)
@@ -23,19 +26,40 @@ Decisions:
 
 - **Chunks:** one output tile in space (990 x 990 px at 10 m), so a tile writes whole chunks
   and two tiles never share a file. In time, all dates in one chunk up to 24 dates, else 24:
-  a pixel's time series is then read in ceil(T / 24) requests (a 990 x 990 x 24 int16 chunk
-  is 47 MB raw).
-- **Encoding** (:class:`Level3Config`): int16 with CF ``scale_factor``/``add_offset`` (the
-  truth store's rule: reflectance 1e-4, range -3.2767..3.2767; temperature 0.01 K around
-  300 K, range -27.67..627.67 K), NaN stored as -32768; or float32 as is. The Zarr
-  ``fill_value`` equals ``_FillValue`` (v3: set apart; v2: ``_FillValue`` *is* the array's
-  ``fill_value``), so an unwritten chunk reads as NaN, never as 0.
+  a pixel's time series is then read in ceil(T / 24) requests (a 990 x 990 x 24 float32
+  chunk is 94 MB raw, 47 MB in int16).
+- **Encoding** (:class:`Level3Config`), decided so that every reader, plain
+  ``xr.open_zarr`` included, gets float32 at the int16 precision class:
+
+  - ``float32`` (the default): plain float32, NaN where the model gave none, with each
+    value's mantissa rounded before writing to ``reflectance_keep_bits`` (12) /
+    ``temperature_keep_bits`` (16) of its 23 bits (:func:`round_mantissa`: bit rounding as
+    numcodecs' ``BitRound`` / xbitinfo, round half to even, but done by this module on the
+    values and not as a Zarr codec, so that zarr, xarray and GDAL read plain float32). The
+    error is at most 2**-(k+1) of the value: 1.2e-4 relative for reflectance (at most
+    3.1e-5 in 0.25..0.5, 6.1e-5 in 0.5..1; int16: 5e-5 everywhere, coarser below 0.25),
+    7.6e-6 for temperature (at most 0.002 K in 256..512 K; int16: 0.005 K). The rounded-off
+    bits are zero, which Blosc's bit shuffle compresses away: on smooth fields with noise
+    the store is 1.28 x the int16 one and 0.54 x exact float32 (measured by
+    ``test_default_store_is_at_most_twice_int16_and_smaller_than_exact_float32``). Each band
+    says its precision (attributes ``tamrf:keep_bits``, ``tamrf:max_relative_error``), as
+    does the store definition (``config``). ``None`` keep bits: exact float32.
+  - ``int16``: CF ``scale_factor``/``add_offset`` (the truth store's rule: reflectance 1e-4,
+    range -3.2767..3.2767; temperature 0.01 K around 300 K, range -27.67..627.67 K), NaN
+    stored as -32768: the smallest store, but plain xarray decodes it to float64 (below).
+
+  The Zarr ``fill_value`` equals ``_FillValue`` (v3: set apart; v2: ``_FillValue`` *is* the
+  array's ``fill_value``), so an unwritten chunk reads as NaN, never as 0. Layout version
+  "1" covers both: stores written before the keep-bits fields (int16, then the default, or
+  exact float32) have none in their definition and read as not rounded, which they are.
 - **Zarr format:** v3 by default. v2 for readers on GDAL < 3.11 (e.g. QGIS builds of 2025):
   GDAL 3.10 implements a pre-final v3 draft and fails on zarr-python 3's v3 arrays
   ("Unsupported codec: bytes"), but reads v2 stores with their CRS, transform, scale/offset
   and nodata. Both formats carry the same arrays, attributes and chunk grid.
-- **Compression:** Blosc (zstd, byte shuffle) by default: smaller and faster than plain zstd
-  on int16 reflectance (v2: the same codecs from numcodecs).
+- **Compression:** Blosc with zstd by default, bit shuffle for float32 arrays (the zero
+  low bit planes of rounded values compress away: 12 % smaller than with byte shuffle) and
+  byte shuffle for int16 ones (smaller and faster than plain zstd on int16 reflectance).
+  v2 stores use the same codecs from numcodecs, which GDAL reads.
 - **Completion records** are Zarr groups ``completed/<tile_id>`` whose attributes are the
   record: the store stays a valid Zarr hierarchy (zarr-python warns about foreign files), each
   writer replaces only its own files, atomically and after its data (no shared attributes are
@@ -43,8 +67,39 @@ Decisions:
   v2 ``.zattrs``, written after ``.zgroup``): a record exists once that file does.
   ``write_empty_chunks=False`` leaves all-NaN chunks unwritten, so a missing chunk never means
   "not done".
-- **Consolidated metadata: off.** Nothing shared is rewritten after creation, which keeps
-  concurrent writers safe; ``xr.open_zarr(path, consolidated=False)`` lists the arrays.
+- **Consolidated metadata: on, written once with the template** (v3: in the root
+  ``zarr.json``; v2: ``.zmetadata``), so a plain ``xr.open_zarr(path)`` opens a store in one
+  metadata read and without warnings. It holds the root, the arrays and the ``completed``
+  group but not the records: they are written later, so it never changes after creation and
+  tile writers never rewrite it (they write with ``consolidated=False``). Readers find the
+  records from the file system (:func:`completed_tiles`, :func:`completion_records`); through
+  the root, zarr-python trusts the consolidated metadata and sees none (open the group
+  ``<store>/completed`` itself, or pass ``use_consolidated=False``).
+  :func:`consolidate` rewrites it, atomically, from the node files (a store made before
+  consolidation, or after editing metadata by hand); ``zarr.consolidate_metadata`` would do
+  too, but sorts the arrays by name and adds every record (unbounded, and stale once a tile is
+  rewritten). zarr-python warns on every v3 consolidation that consolidated metadata is not
+  (yet) in the v3 spec (zarr-specs#309): the warning is silenced where the store writes it, as
+  readers that do not know the extension (GDAL) read the per-node files, which stay complete.
+- **Variable order:** xarray lists the arrays in the order zarr yields them: that of the
+  consolidated metadata (the order of the directory listing without it; the order the arrays
+  were written decides nothing). The store writes it in model band order
+  (``tamrf_xr.bands.BANDS``), then the quality layers, then the coordinates.
+- **Decoding with a plain** ``xr.open_zarr``: float32 stores (the default) and all quality
+  layers decode to float32 (NaN where nothing was written), as GDAL reads them. int16 bands
+  decode to **float64**: xarray chooses the decoded type from the Python type of
+  ``scale_factor``/``add_offset`` (``xarray.coding.variables._choose_float_dtype``), and
+  JSON attributes (Zarr's only attribute encoding, unlike netCDF's typed attributes) always
+  read back as float64; xarray's Zarr backend has no other dtype hint. Within CF int16
+  packing there is no way around it (another meaning for the attributes, no CF scale, would
+  lose GDAL's scale/offset; a scale-offset codec is unread by GDAL 3.10 and turns NaN into a
+  value; float16 has 1/2048 relative precision): hence the bit-rounded float32 default. The
+  int16 store keeps CF packing, which GDAL reads (scale, offset, nodata), and
+  :func:`open_level3` returns float32; analysts on plain xarray cast it
+  (``ds[name].astype("float32")``).
+  The ``*_days_to_clear`` layers carry CF units ``day`` rather than ``days``: xarray treats
+  ``days`` as a time-like unit and would decode them to int64 with -2**63 where nothing was
+  written.
 - **Georeferencing:** CF ``spatial_ref`` grid mapping (``pipelines.georef``) plus GDAL's
   ``_CRS`` attribute on each (y, x) array: GDAL's Zarr v3 reader takes the CRS from ``_CRS``
   only (GDAL 3.10 ignores the CF grid mapping in v3 arrays); its v2 reader takes it from
@@ -60,10 +115,13 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import socket
+import tempfile
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -76,11 +134,13 @@ import xarray as xr
 import zarr
 from pyproj import CRS
 from zarr.codecs import BloscCodec, ZstdCodec
+from zarr.errors import ZarrUserWarning
 
+from pipelines.band_encoding import INT16_FILL, band_attrs, int16_encoding
 from pipelines.georef import grid_coords, with_grid_mapping
 from pipelines.grid import GridSpec, GridTile
-from pipelines.truth_store import INT16_FILL, band_attrs, int16_encoding
 from tamrf_xr.bands import BANDS
+from tamrf_xr.grid import RasterGrid
 from tamrf_xr.inference.quality import QUALITY_ATTRS, QUALITY_VARIABLES
 
 __all__ = [
@@ -90,10 +150,14 @@ __all__ = [
     "Level3Config",
     "Level3Definition",
     "completed_tiles",
+    "completion_records",
+    "consolidate",
     "create_store",
     "missing_tiles",
     "open_level3",
     "read_definition",
+    "read_provenance",
+    "round_mantissa",
     "write_tile",
 ]
 
@@ -111,6 +175,15 @@ _BAND_NAMES = tuple(band.name for band in BANDS)
 _ZarrFormat = Literal[2, 3]
 _ATTRIBUTES_FILE: dict[int, str] = {2: ".zattrs", 3: "zarr.json"}
 """Per Zarr format, the file of a node that holds its attributes."""
+_CONSOLIDATED_FILE: dict[int, str] = {2: ".zmetadata", 3: "zarr.json"}
+"""Per Zarr format, the root file that holds the consolidated metadata."""
+_NODE_FILES = ("zarr.json", ".zgroup", ".zarray", ".zattrs")
+"""The metadata files of a Zarr node (v3, then v2)."""
+_COORDINATES = ("time", "y", "x", "spatial_ref")
+_V3_CONSOLIDATION_WARNING = re.escape(
+    "Consolidated metadata is currently not part in the Zarr format 3 specification"
+)
+"""The start of zarr-python's (3.1) warning on every v3 consolidation."""
 
 
 # ------------------------------------------------------------------------------- types
@@ -120,14 +193,28 @@ _ATTRIBUTES_FILE: dict[int, str] = {2: ".zattrs", 3: "zarr.json"}
 class Level3Config:
     """How a store encodes and chunks the data."""
 
-    encoding: Literal["int16", "float32"] = "int16"
-    """int16: CF scale/offset per band (half the storage, quantised to 1e-4 / 0.01 K);
-    float32: the model's values unchanged."""
+    encoding: Literal["float32", "int16"] = "float32"
+    """float32 (the default): IEEE float32, each value's mantissa rounded to
+    ``reflectance_keep_bits`` / ``temperature_keep_bits`` bits (:func:`round_mantissa`), so
+    that every reader (xarray, zarr, GDAL) reads float32. int16: CF scale/offset per band,
+    quantised to 1e-4 / 0.01 K (at most 5e-5 / 0.005 K off), the smallest store (about 0.8 x
+    the default's, half of exact float32's); plain ``xr.open_zarr`` decodes it to float64,
+    :func:`open_level3` to float32."""
+    reflectance_keep_bits: int | None = 12
+    """float32 only: mantissa bits kept (0..23) of reflectance bands; None: exact float32.
+    The error is at most 2**-(k+1) of the value: 12 bits, 1.2e-4 relative, i.e. at most
+    3.1e-5 for reflectances in 0.25..0.5 (3.7e-5 at 0.3 by the relative bound) and 6.1e-5 in
+    0.5..1, near int16's 5e-5, and finer than int16 below 0.25 (1.5e-5 in 0.125..0.25).
+    Ignored (set to None) for int16."""
+    temperature_keep_bits: int | None = 16
+    """float32 only: mantissa bits kept (0..23) of temperature bands; None: exact float32.
+    16 bits: 2**-17 (7.6e-6) relative, at most 0.002 K in 256..512 K (0.0025 K at 330 K by
+    the relative bound), better than int16's 0.005 K. Ignored (set to None) for int16."""
     time_chunk: int | None = None
     """Dates per chunk; None: all dates when there are at most 24, else 24."""
     compression: Literal["blosc-zstd", "zstd", "none"] = "blosc-zstd"
-    """blosc-zstd: Blosc with zstd and byte shuffle; zstd: the zstd codec alone (zarr's
-    codecs in v3, numcodecs' in v2)."""
+    """blosc-zstd: Blosc with zstd, bit shuffle for float32 arrays and byte shuffle for
+    int16 ones; zstd: the zstd codec alone (zarr's codecs in v3, numcodecs' in v2)."""
     compression_level: int = 3
     """0..9 (Blosc's range, also used for zstd)."""
     zarr_format: _ZarrFormat = 3
@@ -135,8 +222,18 @@ class Level3Config:
     Zarr driver cannot read zarr-python 3's v3 arrays."""
 
     def __post_init__(self) -> None:
-        if self.encoding not in ("int16", "float32"):
-            raise ValueError(f"encoding={self.encoding!r}: use 'int16' or 'float32'")
+        if self.encoding not in ("float32", "int16"):
+            raise ValueError(f"encoding={self.encoding!r}: use 'float32' or 'int16'")
+        for field in ("reflectance_keep_bits", "temperature_keep_bits"):
+            bits = getattr(self, field)
+            if self.encoding == "int16":  # CF packing fixes the precision
+                object.__setattr__(self, field, None)
+            elif bits is not None and (
+                isinstance(bits, bool) or not isinstance(bits, int) or not 0 <= bits <= 23
+            ):
+                raise ValueError(
+                    f"{field}={bits!r}: use 0..23 mantissa bits, or None for exact float32"
+                )
         if self.time_chunk is not None and self.time_chunk < 1:
             raise ValueError(f"time_chunk={self.time_chunk}: use a positive number or None")
         if self.compression not in ("blosc-zstd", "zstd", "none"):
@@ -147,6 +244,13 @@ class Level3Config:
             raise ValueError(f"compression_level={self.compression_level}: use 0..9")
         if self.zarr_format not in (2, 3):
             raise ValueError(f"zarr_format={self.zarr_format!r}: use 3 (default) or 2")
+
+    def keep_bits(self, quantity: str) -> int | None:
+        """Mantissa bits kept for bands of ``quantity`` (``reflectance`` or
+        ``temperature``); None: not rounded (exact float32, or int16)."""
+        if quantity == "temperature":
+            return self.temperature_keep_bits
+        return self.reflectance_keep_bits
 
     def resolved(self, n_times: int) -> Level3Config:
         """This config with ``time_chunk`` decided for a store of ``n_times`` dates."""
@@ -197,11 +301,14 @@ class Level3Definition:
         )
 
     @property
+    def grid(self) -> RasterGrid:
+        """The store's 10 m grid (the bounding box of its tiles)."""
+        return RasterGrid(self.epsg, self.bounds, self.spec.pixel_m)
+
+    @property
     def shape(self) -> tuple[int, int, int]:
         """(time, y, x) of every band."""
-        west, south, east, north = self.bounds
-        pixel = self.spec.pixel_m
-        return len(self.times), round((north - south) / pixel), round((east - west) / pixel)
+        return (len(self.times), *self.grid.shape)
 
     def region(self, tile: GridTile) -> dict[str, slice]:
         """The tile's index ranges in the store (whole chunks)."""
@@ -241,7 +348,11 @@ class Level3Definition:
             spec=GridSpec(float(attrs["tile_size_m"]), float(attrs["pixel_m"])),
             tiles=tuple((int(c), int(r)) for c, r in attrs["tiles"]),
             times=tuple(attrs["times"]),
-            config=Level3Config(**attrs["config"]),
+            # Stores written before bit rounding have no keep-bits fields: their float32
+            # values are exact (None), and int16 ignores them.
+            config=Level3Config(
+                **{"reflectance_keep_bits": None, "temperature_keep_bits": None, **attrs["config"]}
+            ),
         )
 
 
@@ -257,8 +368,9 @@ def create_store(
 ) -> Path:
     """Create the template of a Level-3 store, or accept an identical existing one (resume).
 
-    Writes metadata and coordinates only. The template is built beside ``path`` and renamed
-    into place, so a store is never half created and concurrent creators agree.
+    Writes metadata (with its consolidated copy) and coordinates only. The template is
+    built beside ``path`` and renamed into place, so a store is never half created and
+    concurrent creators agree.
 
     Args:
         path: the store directory (must not exist, be empty, or be this very store).
@@ -299,6 +411,7 @@ def create_store(
         zarr.open_group(staging, mode="r+", zarr_format=zarr_format).create_group(
             _COMPLETED, attributes={"description": "one group per written tile"}
         )
+        _write_consolidated(staging, zarr_format)  # complete before the store appears
         try:
             staging.rename(path)  # atomic; replaces an empty directory
         except OSError:
@@ -361,18 +474,21 @@ def _template(definition: Level3Definition, provenance: dict) -> tuple[xr.Datase
     pixel = definition.spec.pixel_m
     px = definition.spec.tile_px
     chunks3 = (definition.config.time_chunk, px, px)
-    template = xr.Dataset(coords=grid_coords(west, north, width, height, pixel))
+    template = xr.Dataset(coords=grid_coords(definition.grid))
     template = template.assign_coords(time=("time", definition.time_index))
     encoding: dict[str, dict] = {}
     for band in BANDS:
         lazy = da.zeros((n_t, height, width), dtype=np.float32, chunks=chunks3)
-        template[band.name] = (("time", "y", "x"), lazy, band_attrs(band))
+        template[band.name] = (("time", "y", "x"), lazy, _band_attrs(definition.config, band))
         encoding[band.name] = _variable_encoding(definition.config, band.quantity, chunks3)
     for name, dims in QUALITY_VARIABLES.items():
         chunks = chunks3 if dims[0] == "time" else (px, px)
         shape = (n_t, height, width) if dims[0] == "time" else (height, width)
         lazy = da.zeros(shape, dtype=np.int16, chunks=chunks)
-        template[name] = (dims, lazy, dict(QUALITY_ATTRS[name]))
+        attrs = dict(QUALITY_ATTRS[name])
+        if attrs.get("units") == "days":  # the UDUNITS name: xarray decodes "days" to int64
+            attrs["units"] = "day"
+        template[name] = (dims, lazy, attrs)
         encoding[name] = _variable_encoding(definition.config, None, chunks)
     template = with_grid_mapping(template, definition.epsg, west, north, pixel)
     gdal_crs = _gdal_crs(definition.epsg)
@@ -392,6 +508,20 @@ def _template(definition: Level3Definition, provenance: dict) -> tuple[xr.Datase
     return template, encoding
 
 
+def _band_attrs(config: Level3Config, band: Any) -> dict[str, Any]:
+    """A band's attributes; for rounded float32, the precision a reader can count on."""
+    attrs = band_attrs(band)
+    bits = config.keep_bits(band.quantity) if config.encoding == "float32" else None
+    if bits is not None:
+        attrs["tamrf:keep_bits"] = bits
+        attrs["tamrf:max_relative_error"] = 2.0 ** -(bits + 1)
+        attrs["comment"] = (
+            f"float32, mantissa rounded to {bits} of 23 bits (round half to even): "
+            f"relative error at most 2**-{bits + 1}"
+        )
+    return attrs
+
+
 def _variable_encoding(config: Level3Config, quantity: str | None, chunks: tuple) -> dict:
     """Zarr/CF encoding of a band (``quantity`` set) or a quality layer (``None``)."""
     if quantity is None:
@@ -404,20 +534,25 @@ def _variable_encoding(config: Level3Config, quantity: str | None, chunks: tuple
     # chunks would read as 0 (a reflectance of 0, or 300 K) instead of missing. In v2,
     # xarray writes _FillValue as the array's fill_value itself (and refuses the key).
     fill = {"fill_value": cf["_FillValue"]} if config.zarr_format == 3 else {}
-    return {**cf, **fill, "chunks": chunks, "compressors": _compressors(config)}
+    compressors = _compressors(config, bitshuffle=cf["dtype"] == "float32")
+    return {**cf, **fill, "chunks": chunks, "compressors": compressors}
 
 
-def _compressors(config: Level3Config) -> list | None:
+def _compressors(config: Level3Config, bitshuffle: bool = False) -> list | None:
     """The codecs of ``config.compression``: zarr's v3 codecs, or numcodecs' for v2 (which
-    xarray, like zarr-python 3, takes under the same ``compressors`` key)."""
+    xarray, like zarr-python 3, takes under the same ``compressors`` key). Blosc shuffles
+    bits for float32 arrays (``bitshuffle``: the rounded-off mantissa bits are zero bit
+    planes) and bytes for int16 ones."""
     level, v3 = config.compression_level, config.zarr_format == 3
     if config.compression == "none":
         return None
     if config.compression == "zstd":
         return [ZstdCodec(level=level) if v3 else numcodecs.Zstd(level=level)]
     if v3:
-        return [BloscCodec(cname="zstd", clevel=level, shuffle="shuffle")]
-    return [numcodecs.Blosc(cname="zstd", clevel=level, shuffle=numcodecs.Blosc.SHUFFLE)]
+        shuffle_v3 = "bitshuffle" if bitshuffle else "shuffle"
+        return [BloscCodec(cname="zstd", clevel=level, shuffle=shuffle_v3)]
+    shuffle = numcodecs.Blosc.BITSHUFFLE if bitshuffle else numcodecs.Blosc.SHUFFLE
+    return [numcodecs.Blosc(cname="zstd", clevel=level, shuffle=shuffle)]
 
 
 def _gdal_crs(epsg: int) -> dict[str, str]:
@@ -468,6 +603,15 @@ def read_definition(path: str | Path) -> Level3Definition:
     return _read_root(Path(path))[0]
 
 
+def read_provenance(path: str | Path) -> dict[str, Any]:
+    """The provenance the store was created with (``create_store(attrs=...)``), as stored.
+
+    Raises:
+        ValueError: ``path`` is not a Level-3 store.
+    """
+    return _read_root(Path(path))[1]
+
+
 def _read_root(path: Path) -> tuple[Level3Definition, dict]:
     try:
         zarr_format = _zarr_format_of(path)
@@ -503,19 +647,28 @@ def _read_attributes(node: Path, zarr_format: _ZarrFormat) -> dict[str, Any]:
     return document["attributes"] if zarr_format == 3 else document
 
 
+def _is_consolidated(path: Path, zarr_format: _ZarrFormat) -> bool:
+    """Whether the store has consolidated metadata (stores made before it have none)."""
+    if zarr_format == 2:
+        return (path / _CONSOLIDATED_FILE[2]).is_file()
+    root = json.loads((path / _CONSOLIDATED_FILE[3]).read_text())
+    return root.get("consolidated_metadata") is not None
+
+
 def open_level3(path: str | Path) -> xr.Dataset:
     """Open a store lazily, decoded: every band and quality layer float32, NaN where no
     value was written (dims (time, y, x) or (y, x), dask chunks = store chunks)."""
     definition = read_definition(path)  # a clear error for anything that is not a store
-    # decode_timedelta=False: the *_days_to_clear layers (CF units "days") stay day counts
-    # (a plain xr.open_zarr decodes them to timedelta64, with NaT where not written).
+    zarr_format = definition.config.zarr_format
+    # decode_timedelta=False: *_days_to_clear layers of stores that say units "days" (older
+    # ones) stay day counts (xarray decodes them to int64, with -2**63 where not written).
     ds = xr.open_zarr(
         path,
-        zarr_format=definition.config.zarr_format,
-        consolidated=False,
+        zarr_format=zarr_format,
+        consolidated=_is_consolidated(Path(path), zarr_format),  # no warning for older stores
         decode_timedelta=False,
     )
-    ds = ds[[*_BAND_NAMES, *QUALITY_VARIABLES]]  # model order, not the directory listing's
+    ds = ds[[*_BAND_NAMES, *QUALITY_VARIABLES]]  # model order, whatever the store's order
     # CF decoding of int16 with a float scale gives float64; the model's values are float32.
     for name in (*_BAND_NAMES, *QUALITY_VARIABLES):
         ds[name] = ds[name].astype(np.float32)
@@ -524,13 +677,24 @@ def open_level3(path: str | Path) -> xr.Dataset:
 
 def completed_tiles(path: str | Path) -> set[str]:
     """Ids of the tiles whose completion record exists (data fully written before it)."""
+    return set(completion_records(path))
+
+
+def completion_records(path: str | Path) -> dict[str, dict[str, Any]]:
+    """The completion record of every written tile, by tile id (sorted), as written:
+    ``tile_id``, ``epsg``, ``bounds``, ``written_at`` (UTC), ``host``, ``pid`` and
+    ``provenance`` (what the writer passed to :func:`write_tile`).
+
+    Read from the file system, one file per record, so a record written after the store's
+    metadata was consolidated is found as well.
+    """
     zarr_format = read_definition(path).config.zarr_format
-    done = set()
+    records = {}
     # The attributes file is the commit: a v2 record with .zgroup only is not done.
     for record_file in sorted((Path(path) / _COMPLETED).glob(f"*/{_ATTRIBUTES_FILE[zarr_format]}")):
         record = _read_attributes(record_file.parent, zarr_format)[_RECORD_ATTR]
-        done.add(record["tile_id"])
-    return done
+        records[record["tile_id"]] = record
+    return dict(sorted(records.items()))
 
 
 def missing_tiles(path: str | Path, tiles: Iterable[GridTile] | None = None) -> list[GridTile]:
@@ -547,7 +711,7 @@ def write_tile(
     path: str | Path,
     tile: GridTile,
     dataset: xr.Dataset,
-    provenance: Mapping[str, Any] | None = None,
+    provenance: Mapping[str, Any] | Callable[[], Mapping[str, Any]] | None = None,
 ) -> Path:
     """Write one tile into the store, then its completion record.
 
@@ -561,7 +725,13 @@ def write_tile(
             (the store's dates), ``y``, ``x`` (pixel centres, metres) and variables: every
             band of ``tamrf_xr.bands.BANDS`` by name, float (time, y, x), NaN allowed;
             the int16 :data:`QUALITY_VARIABLES`. NumPy or dask backed.
-        provenance: per-tile facts for the record (JSON-serialisable), e.g. the items used.
+        provenance: per-tile facts for the record (JSON-serialisable), e.g. the items used:
+            a mapping, checked before anything is written; or a function without arguments
+            returning it, called once the tile's data chunks are written (and flushed), for
+            facts known only once the data were computed, such as the assets found broken
+            while reading a dask-backed ``dataset``. The record is then written from what it
+            returns; if it raises or returns something that is not JSON-serialisable, the
+            data stay written but no record follows (the tile counts as missing).
 
     Returns:
         The completion record's file.
@@ -570,12 +740,17 @@ def write_tile(
         ValueError: the tile or the dataset do not match the store (EPSG, tile, dates,
             coordinates, variables) or a value cannot be encoded; nothing is written then
             (for dask input the range is checked while writing: no record follows a failure).
+            Also a ``provenance`` that is not JSON-serialisable (a function's result: after
+            the data were written).
     """
     path = Path(path)
     definition = read_definition(path)
     _check_tile(definition, tile)
     data = _prepared(definition, tile, dataset)
-    record_provenance = _json_value(dict(provenance or {}), "provenance")
+    # A mapping is checked before anything is written; a function is called after the data.
+    record_provenance = (
+        None if callable(provenance) else _json_value(dict(provenance or {}), "provenance")
+    )
     zarr_format = definition.config.zarr_format
     data.to_zarr(
         path,
@@ -586,6 +761,8 @@ def write_tile(
         write_empty_chunks=False,
     )
     _fsync_tile_chunks(path, definition, tile)
+    if record_provenance is None:  # a function: it may report what computing them found
+        record_provenance = _json_value(dict(provenance() or {}), "provenance()")
     return _write_record(path, tile, record_provenance, zarr_format)
 
 
@@ -657,22 +834,23 @@ def _check_coords(definition: Level3Definition, tile: GridTile, dataset: xr.Data
             f"dataset times {got} are not the store's dates "
             f"{[str(t) for t in expected_times]}: predict exactly the store's dates, in order"
         )
-    rows, columns = tile.shape()
-    expected = grid_coords(tile.bounds[0], tile.bounds[3], columns, rows, tile.spec.pixel_m)
+    expected = dict(zip(("y", "x"), tile.grid().coords(), strict=True))
     for axis in ("y", "x"):
         got = dataset[axis].values if axis in dataset.coords else np.array([])
-        want = expected[axis][1]
+        want = expected[axis]
         if got.shape != want.shape or not np.allclose(got, want, rtol=0, atol=1e-3):
             raise ValueError(
                 f"dataset {axis} coordinates are not the pixel centres of tile {tile.tile_id} "
                 f"({len(want)} values from {want[0]} by {want[1] - want[0]}): compute the "
-                "tile on its own 10 m grid (GridTile.transform / shape)"
+                "tile on its own 10 m grid (GridTile.grid().coords())"
             )
 
 
 def _checked_values(definition: Level3Definition, name: str, data: Any) -> Any:
     """``data`` cast to its stored type, with a range check that the int16 encoding
-    would otherwise turn into wrapped-around values (run per block for dask)."""
+    would otherwise turn into wrapped-around values, and for float32 its mantissa rounded
+    to the config's keep bits (run per block for dask)."""
+    keep_bits = None
     if name in QUALITY_VARIABLES:
         if not np.issubdtype(data.dtype, np.integer):
             raise ValueError(f"{name} has dtype {data.dtype}: provide integers (int16)")
@@ -684,23 +862,69 @@ def _checked_values(definition: Level3Definition, name: str, data: Any) -> Any:
         dtype = np.float32
     else:
         low, high, dtype = -np.inf, np.inf, np.float32
+        keep_bits = definition.config.keep_bits(_band_quantity(name))
 
     def check(block: np.ndarray) -> np.ndarray:
         values = np.asarray(block)
+        with np.errstate(over="ignore"):  # float64 beyond float32's range: inf, refused below
+            stored = values.astype(dtype, copy=False)
+        if keep_bits is not None:
+            stored = round_mantissa(stored, keep_bits)
         bad = (values < low) | (values > high)
         if np.issubdtype(values.dtype, np.floating):
-            bad |= np.isinf(values)
+            # inf, and finite values that float32 (or its rounding) turns into inf
+            bad |= np.isinf(values) | np.isinf(stored)
         if bad.any():
+            if np.isfinite(low):
+                what = f"values outside {low:g}..{high:g}"
+                hint = ", or store float32 (Level3Config(encoding='float32'))"
+            else:
+                what, hint = "infinite values (or beyond float32's range)", ""
             raise ValueError(
-                f"{name} has {int(bad.sum())} values outside {low:g}..{high:g} (first: "
-                f"{values[bad].flat[0]}), which the store cannot encode: check the model "
-                "output, or store float32 (Level3Config(encoding='float32'))"
+                f"{name} has {int(bad.sum())} {what} (first: {values[bad].flat[0]}), which "
+                f"the store cannot encode: check the model output{hint}"
             )
-        return values.astype(dtype, copy=False)
+        return stored
 
     if isinstance(data, da.Array):
         return data.map_blocks(check, dtype=dtype)
     return check(data)
+
+
+def round_mantissa(values: np.ndarray, keep_bits: int) -> np.ndarray:
+    """``values`` as float32 with the mantissa rounded to its top ``keep_bits`` bits.
+
+    Bit rounding (as numcodecs' ``BitRound`` and xbitinfo do, but applied to the values
+    rather than as a codec, so that the result is plain float32 for every reader): the low
+    ``23 - keep_bits`` bits of each float32 mantissa are rounded off, half to even, and
+    left zero, which compressors (Blosc with bit shuffle) turn into a smaller store. The
+    result differs from the float32 value ``x`` by at most half a unit of the kept last
+    bit, i.e. ``2**-(keep_bits + 1) * abs(x)`` (12 bits: 1.2e-4 relative; 16 bits:
+    7.6e-6); a value whose rounding carries out of the mantissa goes to the next power of
+    two (beyond float32's largest finite value: inf). NaN and inf are returned unchanged;
+    subnormals are rounded in the same bit pattern (an absolute error below 2**-150).
+
+    Args:
+        values: any real array (cast to float32 first).
+        keep_bits: mantissa bits to keep, 0..23; 23 returns the float32 values unchanged.
+
+    Returns:
+        A new float32 array of ``values``' shape.
+    """
+    if isinstance(keep_bits, bool) or not isinstance(keep_bits, (int, np.integer)):
+        raise TypeError(f"keep_bits={keep_bits!r}: use an int 0..23")
+    if not 0 <= keep_bits <= 23:
+        raise ValueError(f"keep_bits={keep_bits}: use 0..23 (float32 has 23 mantissa bits)")
+    floats = np.array(values, dtype=np.float32)  # a copy: the input is never modified
+    drop = 23 - int(keep_bits)
+    if drop == 0:
+        return floats
+    bits = floats.view(np.uint32)
+    # Round half to even: add just under half a kept unit, plus the kept last bit.
+    half_minus_one = np.uint32((1 << (drop - 1)) - 1)
+    last_kept = (bits >> np.uint32(drop)) & np.uint32(1)
+    rounded = (bits + half_minus_one + last_kept) & np.uint32(~((1 << drop) - 1) & 0xFFFFFFFF)
+    return np.where(np.isnan(floats), floats, rounded.view(np.float32))
 
 
 def _band_quantity(name: str) -> str:
@@ -762,6 +986,70 @@ def _write_json_atomically(target: Path, document: dict) -> None:
         stream.flush()
         os.fsync(stream.fileno())
     os.replace(temporary, target)
+
+
+# --------------------------------------------------------------- consolidated metadata
+
+
+def consolidate(path: str | Path) -> Path:
+    """Rewrite the store's consolidated metadata from its node files, atomically.
+
+    :func:`create_store` writes it and nothing a run does changes it (the completion records
+    are not part of it), so this is for the end of a run: it gives a store made before
+    consolidation its consolidated metadata, and refreshes it after metadata files were
+    edited by hand. Readers never see a partial file; tile writers never call it.
+
+    Returns:
+        The file that holds it: the root ``zarr.json`` (v3) or ``.zmetadata`` (v2).
+
+    Raises:
+        ValueError: ``path`` is not a Level-3 store.
+    """
+    path = Path(path)
+    return _write_consolidated(path, read_definition(path).config.zarr_format)
+
+
+def _write_consolidated(path: Path, zarr_format: _ZarrFormat) -> Path:
+    """Write the consolidated metadata of the root, its arrays and the ``completed`` group
+    without its records, in model band order (:func:`_node_rank`); return its file."""
+    name = _CONSOLIDATED_FILE[zarr_format]
+    with tempfile.TemporaryDirectory(prefix="tamrf-level3-metadata-") as directory:
+        # zarr consolidates a whole hierarchy in place and writes the file non-atomically:
+        # let it work on a copy of the metadata files of the root and its children only.
+        mirror = Path(directory)
+        children = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+        for node in (path, *children):
+            for file_name in _NODE_FILES:
+                if (node / file_name).is_file():
+                    (mirror / node.relative_to(path)).mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(node / file_name, mirror / node.relative_to(path) / file_name)
+        with warnings.catch_warnings():
+            # zarr-python warns on every v3 consolidation that consolidated metadata is not
+            # part of the v3 spec yet (zarr-specs#309). Known and accepted: zarr-python and
+            # xarray read it (one request opens the store); readers that do not know it
+            # (GDAL) read the per-node files, which stay complete.
+            warnings.filterwarnings("ignore", _V3_CONSOLIDATION_WARNING, ZarrUserWarning)
+            zarr.consolidate_metadata(mirror, zarr_format=zarr_format)
+        document = json.loads((mirror / name).read_text())
+    # zarr sorts the nodes by name; xarray lists the variables in the order written here.
+    holder = document["consolidated_metadata"] if zarr_format == 3 else document
+    entries = holder["metadata"].items()
+    holder["metadata"] = dict(sorted(entries, key=lambda item: _node_rank(item[0], zarr_format)))
+    _write_json_atomically(path / name, document)
+    return path / name
+
+
+def _node_rank(key: str, zarr_format: _ZarrFormat) -> tuple[int, int, str]:
+    """Sort key of a consolidated metadata entry: the root, the bands in model order, the
+    quality layers, the coordinates, then anything else by name. v2 keys are files
+    (``LS_B1/.zarray``), v3 keys nodes (``LS_B1``)."""
+    node = key.rpartition("/")[0] if zarr_format == 2 else key
+    order = (*_BAND_NAMES, *QUALITY_VARIABLES, *_COORDINATES)
+    if node == "":
+        return (0, 0, "")
+    if node in order:
+        return (1, order.index(node), node)
+    return (2, 0, node)
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -10,11 +10,12 @@ run's cluster).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import distributed
 import numpy as np
 import xarray as xr
 
@@ -22,7 +23,6 @@ from pipelines.asset_reader import BrokenAssetLog
 from pipelines.catalogs import CatalogProfile
 from pipelines.datacube import (
     CubeConfig,
-    CubeGrid,
     assemble_landsat,
     assemble_s2,
     broken_assets,
@@ -66,26 +66,52 @@ def _fill_values(dataset: xr.Dataset) -> dict[str, Any]:
 
 
 def _tile_dataset(prediction: xr.Dataset, tile: GridTile) -> xr.Dataset:
-    """The prediction on exactly the tile's grid (what the store expects)."""
-    west, south, east, north = tile.bounds
+    """The prediction on exactly the tile's grid (what the store expects): cropped where it
+    extends beyond the tile (the margin), padded with each variable's fill where it covers
+    less (a cube clipped to a region). Both grids are on the same 10 m lattice, so this is
+    slicing and padding, never resampling."""
+    y, x = tile.grid().coords()
     pixel = tile.spec.pixel_m
-    x = west + (np.arange(round((east - west) / pixel)) + 0.5) * pixel
-    y = north - (np.arange(round((north - south) / pixel)) + 0.5) * pixel
-    out = prediction.reindex(x=x, y=y, fill_value=_fill_values(prediction))
+    # Where the prediction's first pixel falls on the tile's grid (negative inside a margin).
+    row0 = round((y[0] - float(prediction.y[0])) / pixel)
+    col0 = round((float(prediction.x[0]) - x[0]) / pixel)
+    rows = (max(0, -row0), min(prediction.sizes["y"], len(y) - row0))
+    cols = (max(0, -col0), min(prediction.sizes["x"], len(x) - col0))
+    inside = prediction.isel(y=slice(*rows), x=slice(*cols))
+    pads = {"y": (row0 + rows[0], len(y) - row0 - rows[1]),
+            "x": (col0 + cols[0], len(x) - col0 - cols[1])}  # fmt: skip
+    fills = _fill_values(prediction)
+    variables = {}
+    for name, variable in inside.data_vars.items():
+        widths = {d: w for d, w in pads.items() if d in variable.dims and any(w)}
+        if widths:
+            variable = variable.pad(widths, constant_values=fills[name])
+        variables[name] = variable.variable
+    out = xr.Dataset(variables, coords={"time": prediction["time"].values, "y": y, "x": x})
     return out.chunk({"y": len(y), "x": len(x)})
 
 
 def produce_tile(
-    items: Mapping[str, Sequence[Mapping[str, Any]]], tile: GridTile, job: TileJob
+    items: Mapping[str, Sequence[Mapping[str, Any]]],
+    tile: GridTile,
+    job: TileJob,
+    *,
+    cache_key: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Assemble, predict and write one tile; return its summary.
 
     Args:
-        items: STAC item documents by collection (S2 and Landsat of ``job.profile``).
+        items: STAC item documents by collection (S2 and Landsat of ``job.profile``); only
+            those whose footprint reaches the tile are needed.
         tile: the output tile.
         job: the run's shared settings.
+        cache_key: identity of the tile's inputs, model and parameters, kept in the record
+            (a later run skips the tile when its key is the same).
+        progress: called with (blocks done, blocks) while the model runs on a distributed
+            cluster.
     """
-    grid = CubeGrid.for_tile(tile, margin_px=job.inference.margin_px, clip_to=job.clip_to)
+    grid = tile.grid(margin_px=job.inference.margin_px, clip_to=job.clip_to)
     log = BrokenAssetLog(job.broken_log) if job.broken_log else None
     s2_items = [i for c in job.profile.s2_collections for i in items.get(c, [])]
     landsat_items = list(items.get(job.profile.landsat_collection or "", []))
@@ -99,13 +125,42 @@ def produce_tile(
     else:
         status = "predicted"
         prediction = predict(s2, landsat, list(job.dates), job.model, job.inference)
+        prediction = _computed_with_progress(prediction, progress)
     tile_data = _tile_dataset(prediction, tile)
     tile_data.attrs["epsg"] = tile.epsg
-    broken = [a for cube in (s2, landsat) for a in broken_assets(cube)]
-    record = {"status": status, "inputs": inputs, "cubes": summaries, "broken_assets": broken}
+    broken: list[dict[str, str]] = []
+
+    def record() -> dict[str, Any]:
+        # Called once the data are written: assets found broken while the bands were read
+        # are in the log by then (the date filter alone reads the quality layers only).
+        broken.extend(a for cube in (s2, landsat) for a in broken_assets(cube))
+        return {"status": status, "inputs": inputs, "cubes": summaries, "broken_assets": broken,
+                "cache_key": cache_key}  # fmt: skip
+
     write_tile(job.store, tile, tile_data, provenance=record)
     return {"tile": tile.tile_id, "status": status, "cubes": summaries,
             "broken_assets": broken}  # fmt: skip
+
+
+def _computed_with_progress(
+    prediction: xr.Dataset, progress: Callable[[int, int], None] | None
+) -> xr.Dataset:
+    """The prediction computed on the active distributed cluster (kept there, as futures),
+    reporting each model block as it finishes; unchanged without a distributed client."""
+    try:
+        client = distributed.default_client()
+    except ValueError:  # no distributed client: the write computes it
+        return prediction
+    persisted = client.persist(prediction)
+    # One future per model block: any band's chunks are the blocks.
+    blocks = distributed.futures_of(persisted[next(iter(persisted.data_vars))])
+    for done, _ in enumerate(distributed.as_completed(blocks), start=1):
+        if progress is not None:
+            progress(done, len(blocks))
+    for future in blocks:
+        if future.status == "error":
+            future.result()  # raise the block's error here, with its traceback
+    return persisted
 
 
 def _used_items(cube: xr.Dataset) -> list[dict[str, Any]]:

@@ -22,9 +22,9 @@ import shapely
 from pystac.utils import make_relative_href
 from shapely.geometry import mapping, shape
 
+from pipelines.band_encoding import band_attrs
 from pipelines.level3 import QUALITY_ATTRS, completed_tiles, read_definition
 from pipelines.stac_validation import validate_stac
-from pipelines.truth_store import band_attrs
 from tamrf_xr.bands import BANDS
 
 __all__ = ["ZARR_MEDIA_TYPE", "level3_item", "write_level3_collection", "zarr_media_type"]

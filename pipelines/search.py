@@ -25,7 +25,13 @@ from urllib3.util.retry import Retry
 
 from pipelines.grid import aoi_geometry
 
-__all__ = ["CatalogSearchError", "SearchRequest", "bbox_union", "search_items"]
+__all__ = [
+    "CatalogSearchError",
+    "SearchRequest",
+    "bbox_union",
+    "check_reachable",
+    "search_items",
+]
 
 _TRANSIENT = (429, 500, 502, 503, 504)
 
@@ -83,6 +89,19 @@ def _open(url: str, retries: int, backoff_s: float, modifier: Any = None) -> Cli
     return Client.open(url, stac_io=StacApiIO(max_retries=retry), modifier=modifier)
 
 
+def check_reachable(url: str, retries: int = 2, backoff_s: float = 0.5) -> None:
+    """Open the STAC API's landing page (one cheap request), or raise
+    :class:`CatalogSearchError` naming the URL and the fix."""
+    try:
+        _open(url, retries, backoff_s)
+    except (APIError, OSError, RequestException, ValueError) as error:
+        raise CatalogSearchError(
+            f"cannot reach the STAC API at {url} ({type(error).__name__}: {error}): check the "
+            "URL (--catalog-url) and the network; a local catalog is served with "
+            "`tamrf catalog serve DIR`"
+        ) from None
+
+
 def _server_side_cloud_filter(client: Client, limit: float) -> dict[str, Any]:
     if client.conforms_to(ConformanceClasses.FILTER):
         return {"filter": {"op": "<=", "args": [{"property": "eo:cloud_cover"}, limit]},
@@ -99,6 +118,7 @@ def search_items(
     retries: int = 4,
     backoff_s: float = 0.5,
     modifier: Any = None,
+    require_each_collection: bool = True,
 ) -> dict[str, list[pystac.Item]]:
     """All items matching ``request``, by collection (each list sorted by datetime, id).
 
@@ -108,10 +128,12 @@ def search_items(
         page_size: items per page (all pages are read).
         retries: retries of a transient HTTP error, with exponential backoff.
         modifier: pystac-client modifier (e.g. Planetary Computer URL signing).
+        require_each_collection: every collection must have a match (else: at least one).
 
     Raises:
-        CatalogSearchError: the catalog is unreachable, or a collection has no match; the
-            message names the catalog, the AOI and the dates.
+        CatalogSearchError: the catalog is unreachable, or a collection (every collection,
+            with ``require_each_collection=False``) has no match; the message names the
+            catalog, the AOI and the dates.
     """
     describe = request.describe(url)
     try:
@@ -148,7 +170,7 @@ def search_items(
     for item in items:
         by_collection.setdefault(item.collection_id or "", []).append(item)
     empty = [c for c in request.collections if not by_collection[c]]
-    if empty:
+    if empty and (require_each_collection or len(empty) == len(request.collections)):
         raise CatalogSearchError(
             f"no items in collection(s) {empty} for {describe}"
             + (

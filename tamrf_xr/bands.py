@@ -15,10 +15,37 @@ Quantity = Literal["reflectance", "temperature"]
 __all__ = [
     "BANDS",
     "LANDSAT_BANDS",
+    "LANDSAT_NODATA_DN",
+    "LANDSAT_SR_OFFSET",
+    "LANDSAT_SR_SCALE",
+    "LANDSAT_ST_OFFSET",
+    "LANDSAT_ST_SCALE",
     "S2_BANDS",
+    "S2_BOA_ADD_OFFSET_DN",
+    "S2_NODATA_DN",
+    "S2_SCALE",
     "Band",
     "band",
 ]
+
+# Published DN encodings of the source products (uint16 DN -> physical value).
+#
+# Sentinel-2 L2A, ESA L2A product specification for processing baseline >= 04.00
+# (2022-01-25 on): reflectance = (DN + BOA_ADD_OFFSET) / QUANTIFICATION_VALUE with
+# QUANTIFICATION_VALUE = 10000 and BOA_ADD_OFFSET = -1000, i.e. the DN stores reflectance
+# * 10000 + 1000; products of older baselines store no offset. Nodata DN 0.
+S2_SCALE = 1e-4
+S2_BOA_ADD_OFFSET_DN = 1000
+S2_NODATA_DN = 0
+
+# Landsat Collection 2 Level-2, USGS Collection 2 Level-2 Science Product Guide:
+# surface reflectance = DN * 2.75e-05 - 0.2; surface temperature (K) = DN * 0.00341802
+# + 149.0. Fill (nodata) DN 0.
+LANDSAT_SR_SCALE = 2.75e-5
+LANDSAT_SR_OFFSET = -0.2
+LANDSAT_ST_SCALE = 0.00341802
+LANDSAT_ST_OFFSET = 149.0
+LANDSAT_NODATA_DN = 0
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# Prefect configures its log handlers when its API is first imported (prefect.main, loaded
+# lazily by `from prefect import flow`), binding the stderr of that moment: load it now, under
+# pytest's session-wide capture, not first inside a CliRunner whose stream is closed when its
+# command returns (later flow runs would then log into a closed file).
+import prefect.main  # noqa: F401
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -36,3 +41,15 @@ def real_data_dir() -> Path:
             "(../shared/data/real) to run the realdata tests"
         )
     return root
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """A temporary Prefect API for the session (a real server with a throwaway database)."""
+    import os
+
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from distributed import LocalCluster
 
 from pipelines.cluster import ClusterConfig, gpu_count, start_cluster
 from tamrf_xr.inference import ModelSource, untrained_checkpoint
-from tamrf_xr.inference.model_cache import loads_in_this_process
+from tamrf_xr.inference.model_cache import loads_in_this_process, resolve_device
 
 
 def test_hidden_gpus_are_not_counted(monkeypatch) -> None:
@@ -18,7 +19,7 @@ def test_hidden_gpus_are_not_counted(monkeypatch) -> None:
 
 def test_local_cluster_preloads_the_model_on_every_worker(tmp_path) -> None:
     source = ModelSource(str(untrained_checkpoint(tmp_path / "model")))
-    config = ClusterConfig(n_workers=2, threads_per_worker=1, use_gpus=False,
+    config = ClusterConfig(n_workers=2, threads_per_worker=1, kind="cpu",
                            dashboard_address=None)  # fmt: skip
     with start_cluster(config) as cluster:
         assert cluster.device == "cpu" and cluster.threads_per_worker == 1
@@ -37,7 +38,31 @@ def test_an_existing_scheduler_is_used_and_left_running() -> None:
         with start_cluster(ClusterConfig(address=existing.scheduler_address)) as cluster:
             assert cluster.client.scheduler.address == existing.scheduler_address
             assert cluster.client.submit(sum, [1, 2]).result() == 3
+            # The model's device is decided on each worker, not by this client.
+            assert cluster.device == "auto"
+            assert cluster.model_source(ModelSource("m")).device == "auto"
+            on_workers = cluster.client.run(resolve_device, "auto")
+            expected = "cuda" if torch.cuda.is_available() else "cpu"
+            assert set(on_workers.values()) == {expected}
         assert existing.status.name == "running"
+
+
+def test_a_local_cuda_cluster_without_gpus_is_a_clear_error(monkeypatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    with pytest.raises(ValueError, match="no GPU"), start_cluster(ClusterConfig(kind="cuda")):
+        pass
+
+
+@pytest.mark.gpu
+def test_an_existing_gpu_cluster_runs_the_model_on_its_gpus() -> None:
+    """A dask-cuda cluster given by address: the workers resolve ``auto`` to cuda."""
+    from dask_cuda import LocalCUDACluster
+
+    with (
+        LocalCUDACluster(dashboard_address=None) as existing,
+        start_cluster(ClusterConfig(address=existing.scheduler_address)) as cluster,
+    ):
+        assert set(cluster.client.run(resolve_device, "auto").values()) == {"cuda"}
 
 
 @pytest.mark.gpu
@@ -47,9 +72,9 @@ def test_gpu_workers_predict_like_the_cpu(tmp_path) -> None:
     import datetime as dt
 
     from pipelines.catalogs import LOCAL
-    from pipelines.datacube import CubeConfig, CubeGrid, assemble_landsat, assemble_s2
-    from pipelines.simulated_catalog import write_simulated_catalog
-    from pipelines.stac_servers import load_static_catalog
+    from pipelines.datacube import CubeConfig, assemble_landsat, assemble_s2
+    from pipelines.demo.simulated_catalog import write_simulated_catalog
+    from pipelines.demo.stac_servers import load_static_catalog
     from tamrf_xr.inference import InferenceConfig, predict
     from tamrf_xr.simulate import Simulation, SimulationConfig
 
@@ -59,7 +84,7 @@ def test_gpu_workers_predict_like_the_cpu(tmp_path) -> None:
                               end=dt.date(2022, 6, 20))  # fmt: skip
     product = write_simulated_catalog(config, tmp_path / "p", with_truth=False)
     items = list(load_static_catalog(product.catalog).items)
-    grid = CubeGrid(Simulation(config).grid.epsg, Simulation(config).grid.bounds)
+    grid = Simulation(config).grid  # the region's 10 m grid
     keep = CubeConfig(min_valid_fraction=0.0)
     s2 = assemble_s2([i for i in items if i["collection"] == "sentinel-2-l2a"], grid, LOCAL, keep)
     landsat = assemble_landsat([i for i in items if i["collection"] == "landsat-c2-l2"], grid,

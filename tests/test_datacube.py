@@ -29,16 +29,17 @@ from pipelines.asset_reader import BrokenAssetLog, BrokenAssetWarning
 from pipelines.catalogs import LOCAL, PLANETARY_COMPUTER
 from pipelines.datacube import (
     CubeConfig,
-    CubeGrid,
     assemble_landsat,
     assemble_s2,
     broken_assets,
+    check_cube_grid,
     solar_date,
 )
+from pipelines.demo.simulated_catalog import SimulatedCatalog, write_simulated_catalog
+from pipelines.demo.stac_servers import create_server, load_static_catalog, pgstac_availability
 from pipelines.search import SearchRequest, search_items
-from pipelines.simulated_catalog import SimulatedCatalog, write_simulated_catalog
-from pipelines.stac_servers import create_server, load_static_catalog, pgstac_availability
 from tamrf_xr.bands import LANDSAT_BANDS, S2_BANDS
+from tamrf_xr.grid import RasterGrid
 from tamrf_xr.masking import MaskConfig, landsat_invalid, s2_invalid
 from tamrf_xr.resample import upsample_bicubic
 from tamrf_xr.simulate import Simulation, SimulationConfig
@@ -76,8 +77,8 @@ def by_collection(items: list[dict[str, Any]], collection: str) -> list[dict[str
     return [i for i in items if i["collection"] == collection]
 
 
-def region_grid(simulation: Simulation) -> CubeGrid:
-    return CubeGrid(simulation.grid.epsg, simulation.grid.bounds)
+def region_grid(simulation: Simulation) -> RasterGrid:
+    return simulation.grid  # the region's 10 m grid
 
 
 # --------------------------------------------------------------------------------------------
@@ -98,8 +99,7 @@ def expected_merged(
     ``scale(doc, dn)`` turns DNs into values; ``has_data(doc, dn)`` says where an item has data.
     """
     acquisitions = {a.item_id: a for a in simulation.acquisitions}
-    rows = round(simulation.grid.height * simulation.grid.pixel_m / resolution)
-    cols = round(simulation.grid.width * simulation.grid.pixel_m / resolution)
+    rows, cols = simulation.grid.at(resolution).shape
     out: dict[dt.date, np.ndarray] = {}
     for doc in sorted(docs, key=lambda d: (d["properties"]["datetime"], d["id"])):
         acquisition = acquisitions[doc["id"]]
@@ -250,7 +250,7 @@ def test_landsat_cube_matches_the_simulator(north, north_items) -> None:
     simulation, _ = north
     docs = by_collection(north_items, LANDSAT_COLLECTION)
     cube = assemble_landsat(docs, region_grid(simulation), LOCAL, KEEP_ALL).compute()
-    assert cube.sizes["y"] == simulation.grid.height // 3
+    assert cube.sizes["y"] == simulation.grid.shape[0] // 3
     dates = cube_dates(cube)
     for k, band in enumerate(LANDSAT_BANDS):
         rule = LOCAL.landsat_scaling(band.name)
@@ -306,7 +306,8 @@ def test_southern_landsat_is_reprojected_from_negative_northings(tmp_path: Path)
     # Bilinear warping with a CRS change gives the same pixels on grids of any size (no seams).
     west, south, east, north = simulation.grid.bounds
     for part_bounds in ((west, south, west + 300.0, north), (west + 300.0, south, east, north)):
-        part = assemble_landsat(docs, CubeGrid(32723, part_bounds), LOCAL, KEEP_ALL).compute()
+        part_grid = RasterGrid(32723, part_bounds, 10.0)
+        part = assemble_landsat(docs, part_grid, LOCAL, KEEP_ALL).compute()
         np.testing.assert_array_equal(
             part.observations.values, cube.sel(x=part.x).observations.values
         )
@@ -349,9 +350,9 @@ def test_adjacent_grids_are_seamless(north, north_items) -> None:
     west, south, east, north_edge = simulation.grid.bounds
     middle = west + 600.0
     whole = assemble_s2(docs, region_grid(simulation), LOCAL, KEEP_ALL).compute()
-    left = assemble_s2(docs, CubeGrid(32631, (west, south, middle, north_edge)), LOCAL,
+    left = assemble_s2(docs, RasterGrid(32631, (west, south, middle, north_edge), 10.0), LOCAL,
                        KEEP_ALL).compute()  # fmt: skip
-    right = assemble_s2(docs, CubeGrid(32631, (middle, south, east, north_edge)), LOCAL,
+    right = assemble_s2(docs, RasterGrid(32631, (middle, south, east, north_edge), 10.0), LOCAL,
                         KEEP_ALL).compute()  # fmt: skip
     for part in (left, right):
         window = whole.sel(x=part.x)
@@ -471,9 +472,11 @@ def test_broken_assets_become_nodata_with_a_warning_and_a_record(
 def test_bad_grids_and_catalogs_are_clear_errors(north_items, north) -> None:
     simulation, _ = north
     with pytest.raises(ValueError, match="not a projected CRS"):
-        CubeGrid(4326, (0.0, 0.0, 60.0, 60.0))
+        check_cube_grid(RasterGrid(4326, (0.0, 0.0, 60.0, 60.0), 10.0))
     with pytest.raises(ValueError, match="multiples of 60"):
-        CubeGrid(32631, (10.0, 0.0, 610.0, 600.0))
+        assemble_s2([], RasterGrid(32631, (10.0, 0.0, 610.0, 600.0), 10.0), LOCAL)
+    with pytest.raises(ValueError, match="multiples of 60"):
+        assemble_landsat([], RasterGrid(32631, (10.0, 0.0, 610.0, 600.0), 10.0), LOCAL)
     s2 = by_collection(north_items, S2_COLLECTION)
     with pytest.raises(ValueError, match=r"no asset\(s\) \['B02'.*profile"):
         assemble_s2(s2, region_grid(simulation), PLANETARY_COMPUTER)

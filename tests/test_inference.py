@@ -18,9 +18,9 @@ import xarray as xr
 from scipy import ndimage
 
 from pipelines.catalogs import LOCAL
-from pipelines.datacube import CubeConfig, CubeGrid, assemble_landsat, assemble_s2
-from pipelines.simulated_catalog import write_simulated_catalog
-from pipelines.stac_servers import load_static_catalog
+from pipelines.datacube import CubeConfig, assemble_landsat, assemble_s2
+from pipelines.demo.simulated_catalog import write_simulated_catalog
+from pipelines.demo.stac_servers import load_static_catalog
 from tamrf_xr.bands import BANDS
 from tamrf_xr.inference import (
     InferenceConfig,
@@ -51,7 +51,7 @@ def cubes(tmp_path_factory) -> tuple[xr.Dataset, xr.Dataset]:
         REGION, tmp_path_factory.mktemp("inf") / "p", with_truth=False
     )
     items = list(load_static_catalog(product.catalog).items)
-    grid = CubeGrid(Simulation(REGION).grid.epsg, Simulation(REGION).grid.bounds)
+    grid = Simulation(REGION).grid  # the region's 10 m grid
     keep = CubeConfig(min_valid_fraction=0.0)
     s2 = assemble_s2([i for i in items if i["collection"] == "sentinel-2-l2a"], grid, LOCAL, keep)
     landsat = assemble_landsat([i for i in items if i["collection"] == "landsat-c2-l2"], grid,

@@ -7,34 +7,47 @@ Real stores in tmp_path, no mocks. Tiles are 600 m (60 x 60 px at 10 m) so that 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
+import re
+import shutil
+import warnings
 from pathlib import Path
 
 import dask
+import numcodecs
 import numpy as np
 import pandas as pd
 import pytest
 import rasterio
 import rioxarray  # also registers the .rio accessor
+import shapely
+import typer
 import xarray as xr
 import zarr
 from affine import Affine
 from pyproj import CRS
 from shapely.geometry import shape
+from typer.testing import CliRunner
 
+from flows.cli_info import info
 from pipelines.georef import grid_coords
 from pipelines.grid import GridSpec, GridTile
 from pipelines.level3 import (
     QUALITY_VARIABLES,
     Level3Config,
     completed_tiles,
+    completion_records,
+    consolidate,
     create_store,
     missing_tiles,
     open_level3,
     read_definition,
+    round_mantissa,
     write_tile,
 )
+from pipelines.level3_info import describe_store, format_store_description
 from pipelines.level3_stac import ZARR_MEDIA_TYPE, write_level3_collection
 from pipelines.stac_validation import validate_stac
 from tamrf_xr.bands import BANDS
@@ -53,7 +66,7 @@ PROVENANCE = {
 REFLECTANCE_STEP, KELVIN_STEP = 1e-4, 0.01
 BOTH_FORMATS = pytest.mark.parametrize("zarr_format", [2, 3])
 ATTRIBUTES_FILE = {2: ".zattrs", 3: "zarr.json"}  # where a group keeps its attributes
-METADATA_FILES = {"zarr.json", ".zarray", ".zattrs", ".zgroup"}
+METADATA_FILES = {"zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"}
 
 
 def fake_tile(tile: GridTile, seed: int, times: pd.DatetimeIndex = TIMES) -> xr.Dataset:
@@ -63,7 +76,7 @@ def fake_tile(tile: GridTile, seed: int, times: pd.DatetimeIndex = TIMES) -> xr.
     n = len(times)
     yy, xx = np.mgrid[0:PX, 0:PX] / PX
     field = 0.5 + 0.5 * np.sin(6 * xx + rng.uniform(0, 6)) * np.cos(5 * yy)  # (y, x) 0..1
-    ds = xr.Dataset(coords=grid_coords(tile.bounds[0], tile.bounds[3], PX, PX, SPEC.pixel_m))
+    ds = xr.Dataset(coords=grid_coords(tile.grid()))
     ds = ds.assign_coords(time=("time", times))
     for channel, band in enumerate(BANDS):
         season = np.linspace(0.9, 1.1, n)[:, None, None]
@@ -142,9 +155,24 @@ def new_store(tmp_path: Path, name: str = "l3.zarr", **config) -> Path:
 # ------------------------------------------------------------------------- round trips
 
 
+EXACT_FLOAT32 = {
+    "encoding": "float32",
+    "reflectance_keep_bits": None,
+    "temperature_keep_bits": None,
+}
+KEEP_BITS = {"reflectance": 12, "temperature": 16}  # Level3Config's defaults
+
+
+def bit_rounding_bound(values: np.ndarray, quantity: str) -> np.ndarray:
+    """Level3Config's stated bound: 2**-(k+1) of the value's magnitude."""
+    return 2.0 ** -(KEEP_BITS[quantity] + 1) * np.abs(values.astype(np.float64))
+
+
 @BOTH_FORMATS
 def test_float32_round_trip_is_exact(tmp_path: Path, zarr_format: int) -> None:
-    store = new_store(tmp_path, encoding="float32", zarr_format=zarr_format)
+    """keep_bits None: the model's float32 values, bit for bit."""
+    store = new_store(tmp_path, **EXACT_FLOAT32, zarr_format=zarr_format)
+    assert read_definition(store).config.reflectance_keep_bits is None
     inputs = {tile.tile_id: fake_tile(tile, seed) for seed, tile in enumerate(TILES)}
     for tile in TILES:
         write_tile(store, tile, inputs[tile.tile_id])
@@ -159,6 +187,151 @@ def test_float32_round_trip_is_exact(tmp_path: Path, zarr_format: int) -> None:
         for name in inputs[tile.tile_id].data_vars:
             expected = inputs[tile.tile_id][name].values
             np.testing.assert_array_equal(part[name].values, expected, err_msg=name)
+
+
+@BOTH_FORMATS
+def test_default_store_reads_as_float32_within_the_rounding_bound(
+    tmp_path: Path, zarr_format: int
+) -> None:
+    """The default (float32, mantissa rounded to 12 / 16 bits): a plain xr.open_zarr gives
+    float32 bands without any warning, each value the rounded model value (so within
+    2**-13 / 2**-17 of it), NaN where the model gave NaN or nothing was written."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        store = new_store(tmp_path, zarr_format=zarr_format)
+        written = TILES[:3]
+        inputs = {tile.tile_id: fake_tile(tile, seed) for seed, tile in enumerate(written)}
+        for tile in written[:2]:
+            write_tile(store, tile, inputs[tile.tile_id])
+        # dask input: rounded per block, with the same result
+        write_tile(store, written[2], inputs[written[2].tile_id].chunk({"time": 2}))
+        ds = xr.open_zarr(store)
+    config = read_definition(store).config
+    assert (config.encoding, config.reflectance_keep_bits, config.temperature_keep_bits) == (
+        "float32", 12, 16,
+    )  # fmt: skip
+    assert {ds[name].dtype for name in ds.data_vars} == {np.dtype(np.float32)}
+    for band in BANDS:
+        assert ds[band.name].attrs["tamrf:keep_bits"] == KEEP_BITS[band.quantity]
+        assert ds[band.name].attrs["tamrf:max_relative_error"] == 2.0 ** -(
+            KEEP_BITS[band.quantity] + 1
+        )
+        assert array_metadata(store, band.name, zarr_format)["fill_value"] == "NaN"
+    worst = {"reflectance": 0.0, "temperature": 0.0}
+    for tile in written:
+        part = ds.isel(region(tile))
+        for band in BANDS:
+            expected = inputs[tile.tile_id][band.name].values
+            got = part[band.name].values
+            np.testing.assert_array_equal(np.isnan(got), np.isnan(expected), err_msg=band.name)
+            np.testing.assert_array_equal(
+                got, round_mantissa(expected, KEEP_BITS[band.quantity]), err_msg=band.name
+            )
+            error = np.abs(got.astype(np.float64) - expected)
+            assert np.nanmax(error - bit_rounding_bound(expected, band.quantity)) <= 0
+            worst[band.quantity] = max(worst[band.quantity], float(np.nanmax(error)))
+        for name in QUALITY_VARIABLES:
+            np.testing.assert_array_equal(part[name].values, inputs[tile.tile_id][name].values)
+    # In absolute terms (reflectance below 1, temperature 256..512 K): near int16's 5e-5,
+    # better than its 0.005 K.
+    assert worst["reflectance"] <= 2**-14 and worst["temperature"] <= 2**-9, worst
+    never_written = ds.isel(region(TILES[3]))
+    for name in never_written.data_vars:
+        assert np.isnan(never_written[name].values).all(), name
+    for name in ds.data_vars:  # open_level3 reads the same
+        np.testing.assert_array_equal(ds[name].values, open_level3(store)[name].values)
+
+
+def band_bytes(store: Path) -> int:
+    """Bytes of the bands' chunk files (the quality layers are the same in every encoding)."""
+    names = {band.name for band in BANDS}
+    return sum(
+        p.stat().st_size
+        for p in store.rglob("*")
+        if p.is_file() and p.relative_to(store).parts[0] in names and p.name not in METADATA_FILES
+    )
+
+
+def test_default_store_is_at_most_twice_int16_and_smaller_than_exact_float32(
+    tmp_path: Path,
+) -> None:
+    """2 dates x 120 x 120 px x 18 bands of smooth fields plus noise (fake_tile). Measured
+    (zarr-python 3.1, Blosc zstd level 3): default 840 kB, int16 656 kB, exact float32
+    1566 kB, i.e. default / int16 = 1.28 and default / exact = 0.54 (exact / int16 = 2.39).
+    Bit shuffle does it: with byte shuffle the default store would be 954 kB (1.45 x int16).
+    The same in v2 (numcodecs' Blosc, same settings)."""
+    times = TIMES[:2]
+    sizes = {}
+    for label, config in (
+        ("default", {}),
+        ("int16", {"encoding": "int16"}),
+        ("exact", EXACT_FLOAT32),
+    ):
+        store = create_store(tmp_path / f"{label}.zarr", TILES, times, Level3Config(**config))
+        for seed, tile in enumerate(TILES):
+            write_tile(store, tile, fake_tile(tile, seed, times))
+        sizes[label] = band_bytes(store)
+    assert sizes["default"] <= 2 * sizes["int16"], sizes
+    assert sizes["default"] < 0.7 * sizes["exact"], sizes
+    assert 1.1 < sizes["default"] / sizes["int16"] < 1.5, sizes  # as measured: 1.28
+
+
+# ------------------------------------------------------------------------- bit rounding
+
+
+def test_round_mantissa_zeroes_the_low_bits_within_the_bound() -> None:
+    """Over the reflectance (-0.1..1.6) and temperature (180..350 K) ranges, for several
+    keep bits: the low 23 - k mantissa bits are zero, the error is at most half a kept unit
+    (2**-(k+1) relative), round half to even, and the same as numcodecs' BitRound codec."""
+    rng = np.random.default_rng(0)
+    samples = {
+        "reflectance": rng.uniform(-0.1, 1.6, 200_000),
+        "temperature": rng.uniform(180.0, 350.0, 200_000),
+    }
+    for values in samples.values():
+        original = values.copy()
+        as_float32 = values.astype(np.float32)
+        for k in (0, 1, 7, 12, 16, 22):
+            rounded = round_mantissa(values, k)
+            assert rounded.dtype == np.float32 and rounded.shape == values.shape
+            low_bits = np.uint32((1 << (23 - k)) - 1)
+            assert not (rounded.view(np.uint32) & low_bits).any(), k
+            error = np.abs(rounded.astype(np.float64) - as_float32)
+            assert (error <= 2.0 ** -(k + 1) * np.abs(as_float32)).all(), k
+            codec = numcodecs.BitRound(keepbits=k)
+            expected = np.frombuffer(codec.encode(as_float32.copy()), dtype=np.float32)
+            np.testing.assert_array_equal(rounded, expected, err_msg=f"k={k}")
+        np.testing.assert_array_equal(values, original)  # the input is left alone
+    # The stated precision of the defaults: 12 bits near reflectance 0.3, 16 bits near 330 K.
+    for around, k, bound in ((0.3, 12, 3.7e-5), (330.0, 16, 0.0025)):
+        values = np.linspace(0.99 * around, 1.01 * around, 100_001).astype(np.float32)
+        assert np.abs(round_mantissa(values, k).astype(np.float64) - values).max() <= bound
+    # Ties go to the even kept mantissa: 1 + 2**-13 and 1 + 3 * 2**-13 at 12 bits.
+    ties = np.array([1 + 2**-13, 1 + 3 * 2**-13, -(1 + 2**-13)], dtype=np.float32)
+    np.testing.assert_array_equal(round_mantissa(ties, 12), [1.0, 1 + 2**-11, -1.0])
+
+
+def test_round_mantissa_special_values_and_identity() -> None:
+    special = np.array([np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-45], dtype=np.float32)
+    # NaNs with payload bits that rounding would otherwise clear (into inf) or carry.
+    payload_nans = np.array([0x7F800001, 0x7FFFFFFF, 0xFFC00001], dtype=np.uint32).view(np.float32)
+    for k in (0, 12, 16, 23):
+        rounded = round_mantissa(special, k)
+        assert np.isnan(rounded[:2]).all()
+        np.testing.assert_array_equal(rounded[2:6], special[2:6])
+        assert np.signbit(rounded[5])
+        assert np.isnan(round_mantissa(payload_nans, k)).all(), k
+    values = np.random.default_rng(1).normal(0.3, 0.2, (3, 40, 40)).astype(np.float32)
+    identity = round_mantissa(values, 23)
+    assert identity is not values
+    np.testing.assert_array_equal(identity.view(np.uint32), values.view(np.uint32))
+    # Beyond the kept precision of float32's largest value: inf (which the store refuses).
+    assert round_mantissa(np.float32(np.finfo(np.float32).max), 12) == np.inf
+    for bad in (24, -1):
+        with pytest.raises(ValueError, match=r"keep_bits=.*0\.\.23"):
+            round_mantissa(values, bad)
+    with pytest.raises(TypeError, match="keep_bits"):
+        round_mantissa(values, 12.0)  # type: ignore[arg-type]
 
 
 @BOTH_FORMATS
@@ -283,9 +456,9 @@ def gdal_decoded(src: rasterio.DatasetReader, band: int) -> np.ndarray:
 @pytest.mark.filterwarnings("ignore:Use `@` matmul:PendingDeprecationWarning:rioxarray")
 @pytest.mark.parametrize("zarr_format", [2, pytest.param(3, marks=GDAL_CANNOT_READ_V3)])
 def test_gdal_sees_crs_geotransform_and_values(tmp_path: Path, zarr_format: int) -> None:
-    """What QGIS shows: one raster per variable, dates as bands, georeferenced, decoded; a
-    tile never written is nodata (the Zarr fill_value)."""
-    store = new_store(tmp_path, zarr_format=zarr_format)
+    """What QGIS shows of an int16 store: one raster per variable, dates as bands,
+    georeferenced, decoded; a tile never written is nodata (the Zarr fill_value)."""
+    store = new_store(tmp_path, encoding="int16", zarr_format=zarr_format)
     dataset = fake_tile(TILES[0], 0)  # the north-west tile: its corner is the store's
     write_tile(store, TILES[0], dataset)
     west, north = TILES[0].bounds[0], TILES[0].bounds[3]
@@ -316,9 +489,34 @@ def test_gdal_sees_crs_geotransform_and_values(tmp_path: Path, zarr_format: int)
     )
 
 
+@pytest.mark.parametrize("zarr_format", [2, pytest.param(3, marks=GDAL_CANNOT_READ_V3)])
+def test_gdal_reads_the_default_store_as_float32(tmp_path: Path, zarr_format: int) -> None:
+    """The default store through GDAL (QGIS): float32 with no scale or offset, the rounded
+    values themselves (Blosc with bit shuffle decodes in GDAL), NaN as nodata where the
+    model gave NaN and where no tile was written."""
+    store = new_store(tmp_path, zarr_format=zarr_format)
+    dataset = fake_tile(TILES[0], 0)
+    write_tile(store, TILES[0], dataset)
+    west, north = TILES[0].bounds[0], TILES[0].bounds[3]
+    written, unwritten = (slice(0, PX), slice(0, PX)), (slice(PX, None), slice(PX, None))
+    for name, quantity in (("S2_B4", "reflectance"), ("LS_B10", "temperature")):
+        with rasterio.open(f'ZARR:"{store}":/{name}') as src:
+            assert src.dtypes[0] == "float32" and np.isnan(src.nodata)
+            assert (src.scales[0], src.offsets[0]) == (1.0, 0.0)
+            assert src.crs.to_epsg() == EPSG
+            assert src.transform == Affine(10.0, 0.0, west, 0.0, -10.0, north)
+            values = src.read()
+        assert values.dtype == np.float32
+        expected = round_mantissa(dataset[name].values, KEEP_BITS[quantity])
+        assert np.isnan(expected).any()
+        np.testing.assert_array_equal(values[:, written[0], written[1]], expected, err_msg=name)
+        assert np.isnan(values[:, unwritten[0], unwritten[1]]).all(), name
+
+
 def test_gdal_v2_reader_takes_the_crs_from_cf_or_crs_attribute(tmp_path: Path) -> None:
     """The v2 store carries both GDAL's _CRS and the CF grid mapping; GDAL < 3.11 reads
-    either alone (its v3 reader reads _CRS only), so each is a full fallback."""
+    either alone (its v3 reader reads _CRS only), so each is a full fallback. GDAL reads the
+    consolidated .zmetadata first: the edited attributes are re-consolidated."""
     store = new_store(tmp_path, zarr_format=2)
     attributes_file = store / "S2_B4" / ".zattrs"
     attributes = json.loads(attributes_file.read_text())
@@ -328,6 +526,9 @@ def test_gdal_v2_reader_takes_the_crs_from_cf_or_crs_attribute(tmp_path: Path) -
         attributes_file.write_text(
             json.dumps({k: v for k, v in attributes.items() if k != left_out})
         )
+        consolidate(store)
+        consolidated = json.loads((store / ".zmetadata").read_text())["metadata"]
+        assert left_out not in consolidated["S2_B4/.zattrs"]
         with rasterio.open(f'ZARR:"{store}":/S2_B4') as src:
             assert src.crs.to_epsg() == EPSG, f"without {left_out}"
 
@@ -351,8 +552,8 @@ def test_resumed_store_has_the_bytes_of_an_uninterrupted_one(
     # A crash in the middle of tile 3: a dask input whose last time block cannot be encoded
     # fails after other chunks were written (synchronous scheduler: a fixed order).
     broken = inputs[TILES[3].tile_id].chunk({"time": 2})
-    broken["S2_B8"] = broken["S2_B8"].where(broken.time < TIMES[4], 9.0)
-    with dask.config.set(scheduler="synchronous"), pytest.raises(ValueError, match="outside"):
+    broken["S2_B8"] = broken["S2_B8"].where(broken.time < TIMES[4], np.inf)
+    with dask.config.set(scheduler="synchronous"), pytest.raises(ValueError, match="infinite"):
         write_tile(resumed, TILES[3], broken)
     tile_keys = tile_chunk_keys(TILES[3], n_time_chunks=3, zarr_format=zarr_format)
     partial = tile_keys & set(store_files(resumed))
@@ -434,6 +635,60 @@ def test_completion_records_are_zarr_groups_committed_by_their_attributes(
     assert missing_tiles(store) == [TILES[1]]
 
 
+def without_keep_bits(document: object) -> object:
+    """A JSON document as the version before bit rounding wrote it: no keep-bits fields."""
+    if isinstance(document, dict):
+        return {
+            key: without_keep_bits(value)
+            for key, value in document.items()
+            if key not in ("reflectance_keep_bits", "temperature_keep_bits")
+        }
+    if isinstance(document, list):
+        return [without_keep_bits(value) for value in document]
+    return document
+
+
+@BOTH_FORMATS
+@pytest.mark.parametrize("encoding", ["int16", "float32"])
+def test_a_store_written_before_bit_rounding_reads_and_resumes(
+    tmp_path: Path, zarr_format: int, encoding: str
+) -> None:
+    """Layout "1" stores from before the keep-bits fields (int16, then the default, or exact
+    float32) have none in their definition: they read as not rounded (None), so the layout
+    version stays "1", and resume with the parameters they were made with."""
+    old = Level3Config(
+        encoding=encoding,  # type: ignore[arg-type]
+        reflectance_keep_bits=None,
+        temperature_keep_bits=None,
+        zarr_format=zarr_format,  # type: ignore[arg-type]
+    )
+    store = create_store(tmp_path / "old.zarr", TILES, TIMES, old, PROVENANCE)
+    inputs = {tile.tile_id: fake_tile(tile, seed) for seed, tile in enumerate(TILES[:2])}
+    write_tile(store, TILES[0], inputs[TILES[0].tile_id])
+    for name in (ATTRIBUTES_FILE[zarr_format], CONSOLIDATED_FILE[zarr_format]):
+        document = json.loads((store / name).read_text())
+        (store / name).write_text(json.dumps(without_keep_bits(document)))
+    assert "keep_bits" not in (store / ATTRIBUTES_FILE[zarr_format]).read_text()
+
+    assert read_definition(store).config == old.resolved(len(TIMES))
+    assert describe_store(store)["format_version"] == "1"
+    # The old call: int16 without keep bits (ignored anyway); exact float32 says None.
+    again = Level3Config(encoding="int16", zarr_format=zarr_format) if encoding == "int16" else old
+    assert create_store(store, TILES, TIMES, again, PROVENANCE) == store
+    write_tile(store, TILES[1], inputs[TILES[1].tile_id])
+    ds = open_level3(store)
+    for tile in TILES[:2]:
+        got = ds["S2_B4"].isel(region(tile)).values
+        expected = inputs[tile.tile_id]["S2_B4"].values
+        if encoding == "float32":  # still exact: no rounding in an old float32 store
+            np.testing.assert_array_equal(got, expected)
+        else:
+            np.testing.assert_allclose(got, expected, atol=0.51 * REFLECTANCE_STEP)
+    if encoding == "float32":  # today's default would round: refused, with the reason
+        with pytest.raises(ValueError, match=r"config.reflectance_keep_bits: None in the store"):
+            create_store(store, TILES, TIMES, Level3Config(zarr_format=zarr_format), PROVENANCE)
+
+
 # ------------------------------------------------------------------------- clear errors
 
 
@@ -475,7 +730,7 @@ def test_tile_outside_the_store_is_refused(tmp_path: Path) -> None:
 
 
 def test_missing_variables_and_unencodable_values_are_refused(tmp_path: Path) -> None:
-    store = new_store(tmp_path)
+    store = new_store(tmp_path, encoding="int16")
     with pytest.raises(ValueError, match=r"missing \['S2_B4'\]"):
         write_tile(store, TILES[0], fake_tile(TILES[0], 0).drop_vars("S2_B4"))
     too_bright = fake_tile(TILES[0], 0)
@@ -483,6 +738,18 @@ def test_missing_variables_and_unencodable_values_are_refused(tmp_path: Path) ->
     with pytest.raises(ValueError, match=r"S2_B2 has 1 values outside .*float32"):
         write_tile(store, TILES[0], too_bright)
     assert completed_tiles(store) == set()
+    # The default float32 store takes 4.0 but refuses inf (and what float32 makes inf).
+    default = new_store(tmp_path, "default.zarr")
+    before = store_files(default)
+    for value in (np.inf, -np.inf, 1e39):
+        infinite = fake_tile(TILES[0], 0)
+        infinite["LS_B10"] = infinite["LS_B10"].astype(np.float64)
+        infinite["LS_B10"][1, 2, 3] = value
+        with pytest.raises(ValueError, match=r"LS_B10 has 1 infinite values"):
+            write_tile(default, TILES[0], infinite)
+    assert store_files(default) == before
+    write_tile(default, TILES[0], too_bright)
+    assert open_level3(default)["S2_B2"].values[0, 0, 0] == 4.0
 
 
 def test_recreating_with_other_parameters_is_refused(tmp_path: Path) -> None:
@@ -493,8 +760,18 @@ def test_recreating_with_other_parameters_is_refused(tmp_path: Path) -> None:
         ValueError, match=r"other parameters \(differing: config.time_chunk, times;.*rm -r"
     ):
         create_store(store, TILES, TIMES[:4], Level3Config(), PROVENANCE)
-    with pytest.raises(ValueError, match=r"differing: config.encoding;"):
-        create_store(store, TILES, TIMES, Level3Config(encoding="float32"), PROVENANCE)
+    with pytest.raises(ValueError, match=r"differing: config.encoding, config.reflectance_keep"):
+        create_store(store, TILES, TIMES, Level3Config(encoding="int16"), PROVENANCE)
+    with pytest.raises(
+        ValueError,
+        match=r"differing: config.reflectance_keep_bits;.*: 12 in the store, 10 asked",
+    ):
+        create_store(store, TILES, TIMES, Level3Config(reflectance_keep_bits=10), PROVENANCE)
+    for bad in (24, -1, 12.0, True):
+        with pytest.raises(ValueError, match=r"temperature_keep_bits=.*use 0..23 .* None"):
+            Level3Config(temperature_keep_bits=bad)  # type: ignore[arg-type]
+    # int16 has no keep bits: whatever is passed, the config says None.
+    assert Level3Config(encoding="int16", reflectance_keep_bits=8).reflectance_keep_bits is None
     # Another Zarr format, either way round: named, with what the store has.
     with pytest.raises(
         ValueError, match=r"differing: config.zarr_format; config.zarr_format: 3 in the store, 2"
@@ -557,3 +834,338 @@ def test_stac_collection_validates_and_outlines_the_tiles(tmp_path: Path) -> Non
     assert collection["extent"]["temporal"]["interval"] == [
         [f"{TIMES[0].isoformat()}Z", f"{later[-1].isoformat()}Z"]
     ]
+
+
+# ------------------------------------------------------------------------- analysts' side
+
+BAND_NAMES = [b.name for b in BANDS]
+CONSOLIDATED_FILE = {2: ".zmetadata", 3: "zarr.json"}  # where the consolidated metadata is
+
+
+def consolidated_entries(store: Path, zarr_format: int) -> dict:
+    """The consolidated metadata's entries, in file order (v2 keys are files, v3 nodes)."""
+    document = json.loads((store / CONSOLIDATED_FILE[zarr_format]).read_text())
+    holder = document["consolidated_metadata"] if zarr_format == 3 else document
+    return holder["metadata"]
+
+
+@BOTH_FORMATS
+@pytest.mark.parametrize("encoding", ["int16", "float32"])
+def test_plain_open_zarr_warns_nothing_lists_bands_in_order_and_decodes(
+    tmp_path: Path, zarr_format: int, encoding: str
+) -> None:
+    """What an analyst gets from xr.open_zarr(store) without arguments: no warning (not even
+    while the store is created and written), variables in model band order, then the quality
+    layers; float32 for float32 stores and quality layers; float64 for int16 bands (xarray
+    decodes CF packing to the type of the JSON scale_factor: see the module docstring)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        store = new_store(tmp_path, encoding=encoding, zarr_format=zarr_format)
+        write_tile(store, TILES[1], fake_tile(TILES[1], 1))
+        ds = xr.open_zarr(store)
+    assert list(ds.data_vars) == [*BAND_NAMES, *QUALITY_VARIABLES]
+    assert list(ds.coords) == ["time", "y", "x", "spatial_ref"]
+    bands = np.float32 if encoding == "float32" else np.float64
+    assert {ds[name].dtype for name in BAND_NAMES} == {np.dtype(bands)}
+    assert {ds[name].dtype for name in QUALITY_VARIABLES} == {np.dtype(np.float32)}
+    assert ds["s2_days_to_clear"].attrs["units"] == "day"  # "days" would decode to int64
+    reference = open_level3(store)
+    for name in ds.data_vars:
+        np.testing.assert_array_equal(
+            ds[name].values.astype(np.float32), reference[name].values, err_msg=name
+        )
+    unwritten = ds.isel(region(TILES[0]))
+    for name in ("S2_B4", "LS_B10", "s2_days_to_clear", "landsat_clear_count"):
+        assert np.isnan(unwritten[name].values).all(), name
+
+
+@BOTH_FORMATS
+def test_the_consolidated_metadata_alone_opens_the_store(tmp_path: Path, zarr_format: int) -> None:
+    """One metadata read: with every array's own metadata files gone, xarray still opens the
+    store, attributes and values included."""
+    store = new_store(tmp_path, zarr_format=zarr_format)
+    write_tile(store, TILES[0], fake_tile(TILES[0], 0))
+    expected = open_level3(store).isel(region(TILES[0]))["S2_B4"].values
+    for name in (*BAND_NAMES, *QUALITY_VARIABLES, "time", "y", "x", "spatial_ref"):
+        for metadata_file in ("zarr.json", ".zarray", ".zattrs"):
+            (store / name / metadata_file).unlink(missing_ok=True)
+    assert not list(store.glob("S2_B4/zarr.json")) and not list(store.glob("S2_B4/.za*"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = xr.open_zarr(store)
+    assert list(ds.data_vars) == [*BAND_NAMES, *QUALITY_VARIABLES]
+    assert ds["S2_B4"].attrs["grid_mapping"] == "spatial_ref"
+    got = ds["S2_B4"].isel(region(TILES[0])).values.astype(np.float32)
+    np.testing.assert_array_equal(got, expected)
+
+
+@BOTH_FORMATS
+def test_consolidated_metadata_is_zarrs_in_band_order_without_records(
+    tmp_path: Path, zarr_format: int
+) -> None:
+    store = new_store(tmp_path, zarr_format=zarr_format)
+    consolidated_file = store / CONSOLIDATED_FILE[zarr_format]
+    at_creation = consolidated_file.read_bytes()
+    for seed, tile in enumerate(TILES[:2]):
+        write_tile(store, tile, fake_tile(tile, seed))
+    assert consolidated_file.read_bytes() == at_creation  # tile writers never rewrite it
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # zarr's v3 warning is silenced where the store writes
+        assert consolidate(store) == consolidated_file
+    assert consolidated_file.read_bytes() == at_creation  # the records are not part of it
+
+    ours = consolidated_entries(store, zarr_format)
+    nodes = list(dict.fromkeys(key.rpartition("/")[0] if zarr_format == 2 else key for key in ours))
+    root = [""] if zarr_format == 2 else []
+    expected_order = [*BAND_NAMES, *QUALITY_VARIABLES, "time", "y", "x", "spatial_ref"]
+    assert nodes == [*root, *expected_order, "completed"]
+    # zarr's own consolidation of the same nodes: the same content, sorted by name.
+    copy = tmp_path / "copy.zarr"
+    shutil.copytree(store, copy)
+    for record in (copy / "completed").iterdir():
+        if record.is_dir():
+            shutil.rmtree(record)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        zarr.consolidate_metadata(copy, zarr_format=zarr_format)
+    zarrs = consolidated_entries(copy, zarr_format)
+    assert ours == zarrs and list(ours) != list(zarrs)
+    # The records stay readable from the file system, and by zarr from their own group.
+    assert set(completion_records(store)) == {TILES[0].tile_id, TILES[1].tile_id}
+    assert set(zarr.open_group(store / "completed", mode="r").group_keys()) == {
+        TILES[0].tile_id,
+        TILES[1].tile_id,
+    }
+
+    # A store made before consolidation: xarray warns and falls back; consolidate() fixes it.
+    if zarr_format == 3:
+        document = json.loads(consolidated_file.read_text())
+        del document["consolidated_metadata"]
+        consolidated_file.write_text(json.dumps(document))
+    else:
+        consolidated_file.unlink()
+    with pytest.warns(RuntimeWarning, match="Failed to open Zarr store with consolidated"):
+        xr.open_zarr(store)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert list(open_level3(store).data_vars) == [*BAND_NAMES, *QUALITY_VARIABLES]
+        consolidate(store)
+        assert list(xr.open_zarr(store).data_vars) == [*BAND_NAMES, *QUALITY_VARIABLES]
+    assert consolidated_entries(store, zarr_format) == ours
+
+
+@BOTH_FORMATS
+def test_completion_records_and_provenance_computed_after_the_data(
+    tmp_path: Path, zarr_format: int
+) -> None:
+    store = new_store(tmp_path, zarr_format=zarr_format, time_chunk=2)
+    write_tile(store, TILES[0], fake_tile(TILES[0], 0), {"items": ["a"]})
+    tile_keys = tile_chunk_keys(TILES[1], n_time_chunks=3, zarr_format=zarr_format)
+    seen: dict[str, object] = {}
+
+    def provenance() -> dict:
+        """Called once: records what the store holds at that moment."""
+        assert not seen, "called twice"
+        seen["records"] = completed_tiles(store)
+        seen["chunks written"] = tile_keys <= set(store_files(store))
+        return {"broken_assets": [{"href": "https://x/B04.tif", "error": "HTTP 500"}]}
+
+    lazy = fake_tile(TILES[1], 1).chunk({"time": 2})  # computed while writing
+    write_tile(store, TILES[1], lazy, provenance)
+    assert seen == {"records": {TILES[0].tile_id}, "chunks written": True}
+
+    records = completion_records(store)
+    assert list(records) == sorted([TILES[0].tile_id, TILES[1].tile_id])
+    first, second = records[TILES[0].tile_id], records[TILES[1].tile_id]
+    assert set(second) == {"tile_id", "epsg", "bounds", "written_at", "host", "pid", "provenance"}
+    assert (first["provenance"], first["epsg"]) == ({"items": ["a"]}, EPSG)
+    assert second["provenance"] == {
+        "broken_assets": [{"href": "https://x/B04.tif", "error": "HTTP 500"}]
+    }
+    assert second["bounds"] == list(TILES[1].bounds)
+    assert completed_tiles(store) == set(records)
+
+    # A function's result that is not JSON: the data are written, but no record follows.
+    with pytest.raises(ValueError, match=r"provenance\(\) must be JSON-serialisable"):
+        write_tile(store, TILES[2], fake_tile(TILES[2], 2), lambda: {"at": pd.Timestamp(0)})
+    assert tile_chunk_keys(TILES[2], 3, zarr_format) <= set(store_files(store))
+
+    # A function that fails: its error, and no record either.
+    def failing() -> dict:
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        write_tile(store, TILES[3], fake_tile(TILES[3], 3), failing)
+    assert completed_tiles(store) == {TILES[0].tile_id, TILES[1].tile_id}
+    # A mapping is checked before anything is written.
+    before = store_files(store)
+    with pytest.raises(ValueError, match="provenance must be JSON-serialisable"):
+        write_tile(store, TILES[3], fake_tile(TILES[3], 3), {"at": pd.Timestamp(0)})
+    assert store_files(store) == before
+
+
+RUN_PROVENANCE = {  # as flows.regional_run writes it, some keys left out
+    "model": {
+        "format": "tamrf-xr-checkpoint",
+        "weights_sha256": "ab" * 32,
+        "origin": {"kind": "untrained", "seed": 0},
+    },
+    "untrained_model": True,
+    "collections": ["sentinel-2-l2a", "landsat-c2-l2"],
+    "software": {"tamrf_xr": "0.1.0"},
+}
+
+
+def tile_record(s2: list[str], landsat: list[str], broken: list[str]) -> dict:
+    """A record's provenance as pipelines.level3_production writes it."""
+    return {
+        "status": "predicted",
+        "inputs": {
+            "sentinel-2": [{"id": i, "scaling": "earth-search-boa-offset"} for i in s2],
+            "landsat": [{"id": i, "scaling": "landsat-c2-l2"} for i in landsat],
+        },
+        "broken_assets": [{"item_id": i, "band": "B04", "error": "HTTP 404"} for i in broken],
+    }
+
+
+@pytest.fixture(scope="module")
+def partly_written(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained run's store with 2 of its 4 tiles written (the first and the last)."""
+    store = create_store(
+        tmp_path_factory.mktemp("info") / "32631.zarr", TILES, TIMES, attrs=RUN_PROVENANCE
+    )
+    write_tile(store, TILES[3], fake_tile(TILES[3], 3), tile_record(["a", "b", "c"], ["L1"], ["b"]))
+    write_tile(
+        store, TILES[0], fake_tile(TILES[0], 0), tile_record(["b", "c", "d"], ["L1", "L2"], [])
+    )
+    return store
+
+
+def test_describe_store_on_a_partly_written_store(partly_written: Path) -> None:
+    info = describe_store(partly_written)
+    assert json.loads(json.dumps(info)) == info  # JSON-able as it is
+    assert info["path"] == str(partly_written.absolute())
+    assert (info["zarr_format"], info["epsg"], info["format_version"]) == (3, EPSG, "1")
+    assert info["tiles"] == {
+        "count": 4,
+        "complete": 2,
+        "missing": 2,
+        "complete_ids": [TILES[0].tile_id, TILES[3].tile_id],
+        "missing_ids": [TILES[1].tile_id, TILES[2].tile_id],
+    }
+    assert info["untrained"] is True
+    assert info["model"] == RUN_PROVENANCE["model"]
+    assert info["run"] == {
+        "collections": RUN_PROVENANCE["collections"],
+        "software": {"tamrf_xr": "0.1.0"},
+    }
+    assert info["dates"] == {
+        "first": "2024-03-01T00:00:00",
+        "last": "2024-04-10T00:00:00",
+        "count": 5,
+        "all": [t.isoformat() for t in TIMES],
+    }
+    assert info["bounds"] == [620 * 600.0, 8029 * 600.0, 622 * 600.0, 8031 * 600.0]
+    outline = shapely.union_all([tile.lonlat_polygon() for tile in TILES])
+    np.testing.assert_allclose(info["bounds_lonlat"], outline.bounds, atol=1e-5)
+    assert 1 < info["bounds_lonlat"][0] < 2 and 43 < info["bounds_lonlat"][1] < 44  # Toulouse
+    assert info["shape"] == {"time": 5, "y": 2 * PX, "x": 2 * PX}
+    assert (info["pixel_size_m"], info["tile_size_m"], info["tile_size_px"]) == (10.0, 600.0, PX)
+    assert info["encoding"] == {
+        "encoding": "float32",
+        "reflectance_keep_bits": 12,
+        "temperature_keep_bits": 16,
+        "time_chunk": 5,
+        "compression": "blosc-zstd",
+        "compression_level": 3,
+        "zarr_format": 3,
+        "open_zarr_dtype": "float32",
+    }
+    inputs = info["inputs"]
+    assert inputs["per_tile"][TILES[3].tile_id] == {
+        "s2_items": 3,
+        "landsat_items": 1,
+        "items_by_sensor": {"sentinel-2": 3, "landsat": 1},
+        "broken_assets": 1,
+        "status": "predicted",
+    }
+    assert inputs["per_tile"][TILES[0].tile_id]["landsat_items"] == 2
+    assert set(inputs["per_tile"]) == {TILES[0].tile_id, TILES[3].tile_id}
+    # Distinct items over the tiles: S2 a, b, c, d; Landsat L1, L2.
+    assert (inputs["s2_items"], inputs["landsat_items"], inputs["items"]) == (4, 2, 6)
+    assert inputs["broken_assets"] == 1
+
+    text = format_store_description(info)
+    lines = text.splitlines()
+    assert lines[-1] == "UNTRAINED model: values are not meaningful"
+    columns = {re.match(r"\w+ +", line).end() for line in lines[:-1]}
+    assert len(columns) == 1  # values aligned
+    assert f"2 of 4 complete; missing: {TILES[1].tile_id}, {TILES[2].tile_id}" in text
+    assert "5 from 2024-03-01T00:00:00 to 2024-04-10T00:00:00" in text
+    assert "6 items over the complete tiles (4 Sentinel-2, 2 Landsat), 1 broken asset" in text
+    assert "weights sha256 abababababab, from untrained (UNTRAINED)" in text
+    assert (
+        "encoding  float32 (mantissa rounded to 12 bits reflectance / 16 bits temperature; "
+        "xr.open_zarr: float32), blosc-zstd level 3, 5 dates per chunk"
+    ) in text
+    # The other encodings, as they would read.
+    for config, says in (
+        ({"encoding": "int16"}, "int16 with CF scale/offset (xr.open_zarr: float64; "
+                                "open_level3: float32), blosc"),
+        (EXACT_FLOAT32, "float32, exact (xr.open_zarr: float32), blosc"),
+        ({"temperature_keep_bits": None}, "float32 (mantissa rounded to 12 bits reflectance "
+                                          "/ exact temperature; xr.open_zarr: float32)"),
+    ):  # fmt: skip
+        encoding = {**info["encoding"], **dataclasses.asdict(Level3Config(**config))}
+        assert says in format_store_description({**info, "encoding": encoding}), config
+
+
+def test_describe_store_without_run_provenance_and_on_a_non_store(tmp_path: Path) -> None:
+    store = new_store(tmp_path, zarr_format=2)  # PROVENANCE: no untrained flag
+    info = describe_store(store)
+    assert (info["untrained"], info["zarr_format"], info["run"]) == (
+        None,
+        2,
+        {"software": PROVENANCE["software"]},
+    )
+    assert info["tiles"]["complete_ids"] == [] and info["inputs"]["items"] == 0
+    text = format_store_description(info)
+    assert "UNTRAINED" not in text and "(training unknown)" in text
+    assert "0 of 4 complete; missing: " in text
+    for not_a_store in (tmp_path / "absent.zarr", tmp_path):
+        with pytest.raises(
+            ValueError, match=r"is not a Level-3 store.*create_store or fix the path"
+        ):
+            describe_store(not_a_store)
+
+
+def info_app() -> typer.Typer:
+    """A throwaway app with ``info`` as a subcommand, as flows.cli registers it."""
+    app = typer.Typer()
+    app.command("info")(info)
+
+    @app.callback()
+    def main() -> None:
+        """tamrf"""
+
+    return app
+
+
+def test_info_command_prints_text_json_and_fails_cleanly(
+    partly_written: Path, tmp_path: Path
+) -> None:
+    runner = CliRunner()
+    text = runner.invoke(info_app(), ["info", str(partly_written)])
+    assert text.exit_code == 0, text.output
+    assert text.stdout == format_store_description(describe_store(partly_written)) + "\n"
+    assert "UNTRAINED model: values are not meaningful" in text.stdout
+
+    as_json = runner.invoke(info_app(), ["info", "--json", str(partly_written)])
+    assert as_json.exit_code == 0, as_json.output
+    assert json.loads(as_json.stdout) == describe_store(partly_written)
+
+    (tmp_path / "notes.txt").write_text("not a store")
+    failed = runner.invoke(info_app(), ["info", str(tmp_path)])
+    assert failed.exit_code == 2 and failed.stdout == ""
+    assert len(failed.stderr.splitlines()) == 1
+    assert failed.stderr.startswith(f"error: {tmp_path} is not a Level-3 store")

@@ -29,7 +29,8 @@ import xarray as xr
 from pyproj import Transformer
 
 from pipelines.catalogs import EARTH_SEARCH_V1, LOCAL, PLANETARY_COMPUTER, ScalingRule
-from pipelines.datacube import CubeConfig, CubeGrid, assemble_landsat
+from pipelines.datacube import CubeConfig, assemble_landsat
+from tamrf_xr.grid import RasterGrid
 from tamrf_xr.masking import MaskConfig, s2_invalid
 
 pytestmark = pytest.mark.realdata
@@ -229,7 +230,7 @@ def test_brumadinho_negative_northings_move_to_the_southern_zone(
         np.ceil((west + 120) / 60) * 60, np.ceil((north + 300 * t.e + 120) / 60) * 60,
         np.floor((west + 400 * t.a - 120) / 60) * 60, np.floor((north - 120) / 60) * 60,
     )  # fmt: skip
-    grid = CubeGrid(32723, tuple(float(b) for b in bounds))
+    grid = RasterGrid(32723, tuple(float(b) for b in bounds), 10.0)
     # nearest: the bilinear kernel of GDAL's warped reads is not the textbook 2x2 one here.
     config = CubeConfig(min_valid_fraction=0, landsat_resampling="nearest")
     cube = assemble_landsat([item], grid, LOCAL, config).compute()
@@ -257,7 +258,7 @@ def test_brumadinho_as_shipped_assembles_without_thermal(
     real_data_dir: Path, tmp_path: Path
 ) -> None:
     item, _, _ = brumadinho_item(real_data_dir, tmp_path, ("coastal",))
-    grid = CubeGrid(32723, (586800.0, 7770000.0, 589800.0, 7773000.0))
+    grid = RasterGrid(32723, (586800.0, 7770000.0, 589800.0, 7773000.0), 10.0)
     cube = assemble_landsat([item], grid, LOCAL, CubeConfig(min_valid_fraction=0)).compute()
     assert np.isnan(cube.observations.sel(band="LS_B10").values).all()
 
@@ -275,8 +276,8 @@ def test_bilinear_warping_gives_the_same_pixels_on_any_grid(
     (GDAL would otherwise estimate its kernel scale per request: seams between tiles)."""
     item, _, _ = brumadinho_item(real_data_dir, tmp_path, ("coastal",))
     config = CubeConfig(min_valid_fraction=0)  # bilinear
-    large = CubeGrid(32723, (586800.0, 7770000.0, 589800.0, 7773000.0))
-    small = CubeGrid(32723, (587400.0, 7771200.0, 588600.0, 7772400.0))
+    large = RasterGrid(32723, (586800.0, 7770000.0, 589800.0, 7773000.0), 10.0)
+    small = RasterGrid(32723, (587400.0, 7771200.0, 588600.0, 7772400.0), 10.0)
     whole = assemble_landsat([item], large, LOCAL, config).compute()
     part = assemble_landsat([item], small, LOCAL, config).compute()
     window = whole.sel(x=part.x, y=part.y).observations.values

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import re
 from pathlib import Path
 
@@ -12,8 +11,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from pipelines.demo.stac_servers import RustacServer, free_port
 from pipelines.search import CatalogSearchError, SearchRequest, search_items
-from pipelines.stac_servers import RustacServer, free_port
 from tamrf_xr.simulate import SimulationConfig
 
 CONFIG = SimulationConfig(
@@ -22,16 +21,6 @@ CONFIG = SimulationConfig(
 
 
 TILE_M = 300.0  # small output tiles: the 480 m region spans several
-
-
-@pytest.fixture(scope="module")
-def prefect_harness():
-    """A temporary Prefect API for the module (real server, throwaway database)."""
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +120,7 @@ def test_an_interrupted_run_resumes_the_missing_tiles_to_the_same_bytes(first_ru
 def test_run_publishes_a_summary_artifact(first_run):
     from prefect.artifacts import Artifact
 
-    artifact = Artifact.get("tamrf-regional-run-summary")
+    artifact = Artifact.get("tamrf-run-summary")
     assert artifact is not None
     assert "sentinel-2-l2a" in artifact.data and "landsat-c2-l2" in artifact.data
     assert "dates kept" in artifact.data
@@ -198,3 +187,17 @@ def test_readme_test_command_is_what_ci_runs(repo_root: Path):
     ci = (repo_root / ".ci" / "run").read_text()
     assert "bash infra/test.sh" in readme
     assert re.search(r"^bash infra/test.sh\s*$", ci, flags=re.M)
+
+
+def test_a_demo_run_on_a_busy_output_is_refused_before_simulating(prefect_harness, tmp_path):
+    """Two demo runs on one directory used to write the same simulated product at once."""
+    from cli_process import lock_holder
+
+    from flows.regional_run import regional_run
+    from pipelines.run_lock import RunLockedError
+
+    out = tmp_path / "out"
+    with lock_holder(out) as holder:
+        with pytest.raises(RunLockedError, match=f"pid {holder.pid}"):
+            regional_run(CONFIG.to_json(), str(out), tile_size_m=TILE_M)
+        assert not (out / "simulated").exists(), "nothing simulated into a busy directory"

@@ -13,9 +13,9 @@ import pytest
 import shapely
 from shapely.geometry import box, shape
 
+from pipelines.demo.simulated_catalog import write_simulated_catalog
+from pipelines.demo.stac_servers import RustacServer, free_port
 from pipelines.search import CatalogSearchError, SearchRequest, search_items
-from pipelines.simulated_catalog import write_simulated_catalog
-from pipelines.stac_servers import RustacServer, free_port
 from tamrf_xr.simulate import SimulationConfig
 
 CONFIG = SimulationConfig(

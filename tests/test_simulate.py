@@ -8,9 +8,9 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from tamrf_xr.bands import BANDS, band
+from tamrf_xr.bands import BANDS, S2_BOA_ADD_OFFSET_DN, S2_SCALE, band
 from tamrf_xr.simulate import LandCover, Simulation, SimulationConfig
-from tamrf_xr.simulate.encoding import S2_BOA_ADD_OFFSET_DN, S2_SCALE
+from tamrf_xr.simulate.geometry import landsat_epsg, landsat_y_shift
 from tamrf_xr.simulate.sensors import LandsatObservation, S2Observation
 from tamrf_xr.simulate.weather import CLOUD_THICK_OPACITY, daily_weather
 
@@ -136,7 +136,8 @@ def test_southern_hemisphere_seasons_are_flipped():
     )
     lst = CHANNEL["LS_B10"]
     assert south.truth(15)[lst].mean() > south.truth(195)[lst].mean() + 5.0
-    assert south.grid.epsg == 32755 and south.grid.landsat_epsg == 32655
+    assert south.grid.epsg == 32755 and landsat_epsg(south.grid.epsg) == 32655
+    assert landsat_y_shift(south.grid.epsg) == -10_000_000.0 and landsat_y_shift(32631) == 0.0
 
 
 # -- weather ---------------------------------------------------------------------------------
@@ -344,7 +345,7 @@ def test_overlapping_tiles_and_scenes_of_one_pass_share_pixels():
         assert overlap.area > 0
         ra, ca = simulation.window(a, resolution)
         rb, cb = simulation.window(b, resolution)
-        region_a = np.zeros((simulation.grid.height * 10 // int(resolution),) * 2, dtype=np.int64)
+        region_a = np.zeros(simulation.grid.at(resolution).shape, dtype=np.int64)
         region_b = region_a.copy()
         region_a[ra, ca] = item_a.assets[key].data
         region_b[rb, cb] = item_b.assets[key].data

@@ -33,10 +33,10 @@ from stac_expectations import expected_ids, parse_time
 from typer.testing import CliRunner
 
 from flows.cli import app
-from pipelines.simulated_catalog import SimulatedCatalog, write_simulated_catalog
-from pipelines.stac_servers import PgstacServer, RustacServer, StacServer, pgstac_availability
+from pipelines.demo.simulated_catalog import SimulatedCatalog, write_simulated_catalog
+from pipelines.demo.stac_servers import PgstacServer, RustacServer, StacServer, pgstac_availability
+from pipelines.demo.truth_store import open_truth
 from pipelines.stac_validation import validate_stac
-from pipelines.truth_store import open_truth
 from tamrf_xr.bands import BANDS, LANDSAT_BANDS, S2_BANDS
 from tamrf_xr.simulate import LandCover, Simulation, SimulationConfig
 
@@ -101,7 +101,7 @@ QA_FILL, QA_CIRRUS, QA_SHADOW, QA_SNOW, QA_CLEAR = 0, 2, 4, 5, 6
 
 _WRITE_SCRIPT = (
     "import sys; from pathlib import Path; "
-    "from pipelines.simulated_catalog import write_simulated_catalog; "
+    "from pipelines.demo.simulated_catalog import write_simulated_catalog; "
     "from tamrf_xr.simulate import SimulationConfig; "
     "write_simulated_catalog(SimulationConfig.from_json(sys.argv[1]), Path(sys.argv[2]))"
 )
@@ -516,12 +516,13 @@ def test_southern_landsat_and_s2_cover_the_same_ground(south: SimulatedCatalog) 
         np.testing.assert_allclose(xs, x, atol=1e-6)
         np.testing.assert_allclose(ys, y + 10_000_000.0, atol=1e-6)
         # Position in the region's 10 m grid (the S2 / truth grid): exactly a pixel centre.
-        col, row = (xs - grid.x0) / 10.0 - 0.5, (grid.y0 - ys) / 10.0 - 0.5
+        west, _, _, north = grid.bounds
+        col, row = (xs - west) / 10.0 - 0.5, (north - ys) / 10.0 - 0.5
         np.testing.assert_allclose(col, np.round(col), atol=1e-6)
         np.testing.assert_allclose(row, np.round(row), atol=1e-6)
         row, col = np.round(row).astype(int), np.round(col).astype(int)
         assert row.min() >= 0 and col.min() >= 0
-        assert row.max() < grid.height and col.max() < grid.width
+        assert row.max() < grid.shape[0] and col.max() < grid.shape[1]
         # ... and it is the sample the simulated Landsat took there (centre of its 3x3 block).
         assert ((row % 3 == 1) & (col % 3 == 1)).all()
         dn = read_asset(item, "red")
@@ -675,7 +676,7 @@ def test_truth_store(product: SimulatedCatalog, simulation: Simulation) -> None:
     assert CRS.from_wkt(spatial_ref["crs_wkt"]) == CRS.from_epsg(grid.epsg)
     x0, dx, rx, y0, ry, dy = (float(v) for v in spatial_ref["GeoTransform"].split())
     assert (dx, rx, ry, dy) == (10.0, 0.0, 0.0, -10.0)
-    assert (x0, y0) == (grid.x0, grid.y0)
+    assert (x0, y0) == (grid.bounds[0], grid.bounds[3])
     np.testing.assert_allclose(ds.x.values, x0 + dx * (np.arange(ds.sizes["x"]) + 0.5))
     np.testing.assert_allclose(ds.y.values, y0 + dy * (np.arange(ds.sizes["y"]) + 0.5))
     assert ds["S2_B4"].rio.crs.to_epsg() == grid.epsg

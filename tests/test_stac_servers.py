@@ -28,7 +28,7 @@ from stac_expectations import expected_ids, parse_time
 from typer.testing import CliRunner
 
 from flows.cli import app
-from pipelines.stac_servers import (
+from pipelines.demo.stac_servers import (
     BackendUnavailableError,
     CatalogError,
     PgstacConfig,
@@ -43,8 +43,8 @@ from pipelines.stac_servers import (
     pgstac_availability,
     port_is_free,
 )
-from pipelines.stac_servers.common import iter_search
-from pipelines.stac_servers.pgstac import LOAD_MODES
+from pipelines.demo.stac_servers.common import iter_search
+from pipelines.demo.stac_servers.pgstac import LOAD_MODES
 
 BACKENDS = ["rustac", pytest.param("pgstac", marks=pytest.mark.pgstac)]
 

@@ -19,7 +19,13 @@ from tamrf_xr.model import TAMRF, ModelConfig
 from tamrf_xr.normalisation import REFERENCE_LS2S2_ALL
 from tamrf_xr.precision import Precision
 
-__all__ = ["ModelSource", "cached_model", "loads_in_this_process", "untrained_checkpoint"]
+__all__ = [
+    "ModelSource",
+    "cached_model",
+    "loads_in_this_process",
+    "resolve_device",
+    "untrained_checkpoint",
+]
 
 
 @dataclass(frozen=True)
@@ -29,7 +35,9 @@ class ModelSource:
     checkpoint: str
     """A checkpoint directory (ours) or the authors' ``.ckpt`` file, readable by every worker."""
     device: str = "cpu"
-    """``cpu``, ``cuda`` (the worker's GPU: dask-cuda gives each worker one) or ``cuda:N``."""
+    """``cpu``, ``cuda`` (the worker's GPU: dask-cuda gives each worker one), ``cuda:N``, or
+    ``auto``: decided in the process that runs the model (CUDA when that process sees a GPU),
+    so that a client without a GPU can drive a GPU cluster."""
     precision: Precision = "fp32"
     memory_mb: float = 512.0
     """Working memory of one transformer pixel chunk (results do not depend on it)."""
@@ -48,6 +56,13 @@ def loads_in_this_process() -> int:
     return _LOADS[0]
 
 
+def resolve_device(device: str) -> str:
+    """``device`` with ``auto`` decided here: ``cuda`` when this process sees a GPU."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
 def cached_model(source: ModelSource) -> LoadedModel:
     """The model of ``source``, loaded on first use in this process."""
     with _LOCK:
@@ -57,7 +72,7 @@ def cached_model(source: ModelSource) -> LoadedModel:
                 torch.set_num_threads(source.torch_threads)
             loaded = load_model(source.checkpoint)
             _LOADS[0] += 1
-            loaded.model.to(torch.device(source.device)).eval()
+            loaded.model.to(torch.device(resolve_device(source.device))).eval()
             loaded.model.set_memory_budget(source.memory_mb)
             _CACHE[source] = loaded
         return loaded

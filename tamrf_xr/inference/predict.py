@@ -31,7 +31,7 @@ from scipy import ndimage
 from tamrf_xr.bands import BANDS, LANDSAT_BANDS, S2_BANDS
 from tamrf_xr.inference.blocks import predict_block
 from tamrf_xr.inference.dates import target_dates
-from tamrf_xr.inference.model_cache import ModelSource, cached_model
+from tamrf_xr.inference.model_cache import ModelSource, cached_model, resolve_device
 from tamrf_xr.inference.quality import (
     QUALITY_ATTRS,
     QUALITY_VARIABLES,
@@ -39,7 +39,13 @@ from tamrf_xr.inference.quality import (
     days_to_nearest_clear,
 )
 
-__all__ = ["QUALITY_VARIABLES", "InferenceConfig", "checkpoint_identity", "predict"]
+__all__ = [
+    "QUALITY_VARIABLES",
+    "InferenceConfig",
+    "block_layout",
+    "checkpoint_identity",
+    "predict",
+]
 
 LANDSAT_FACTOR = 3
 DEFAULT_MARGIN_PX = 60
@@ -147,6 +153,17 @@ def _block_chunks(n: int, chunk: int, margin: int) -> tuple[int, ...]:
     return tuple(sizes)
 
 
+def block_layout(
+    ny: int, nx: int, config: InferenceConfig
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Output block sizes (rows, columns) of a (ny, nx) cube: each block is computed from
+    itself plus ``config.margin_px`` on every side."""
+    return (
+        _block_chunks(ny, config.chunk_px, config.margin_px),
+        _block_chunks(nx, config.chunk_px, config.margin_px),
+    )
+
+
 def _with_margin(array: da.Array, chunks: tuple[tuple[int, ...], tuple[int, ...]], depth: int,
                  fill: float | bool) -> da.Array:  # fmt: skip
     """Rechunk the spatial axes of (..., y, x) to ``chunks`` and add ``depth`` pixels of each
@@ -191,7 +208,7 @@ def _predict_task(
     """One block: (t_q, 18, chunk, chunk) float32 (the margin cropped)."""
     loaded = cached_model(source)
     out = predict_block(s2, s2_valid, s2_days, landsat, landsat_valid, landsat_days, query_days,
-                        loaded, source.device, source.precision)  # fmt: skip
+                        loaded, resolve_device(source.device), source.precision)  # fmt: skip
     return out[..., margin : out.shape[-2] - margin, margin : out.shape[-1] - margin]
 
 
@@ -261,7 +278,7 @@ def predict(
 
     ny, nx = s2.sizes["y"], s2.sizes["x"]
     m = config.margin_px
-    chunks10 = (_block_chunks(ny, config.chunk_px, m), _block_chunks(nx, config.chunk_px, m))
+    chunks10 = block_layout(ny, nx, config)
     chunks30 = tuple(tuple(c // 3 for c in axis) for axis in chunks10)
 
     def data(cube: xr.Dataset, name: str) -> da.Array:

@@ -12,7 +12,7 @@ Example:
 """
 
 from tamrf_xr.simulate.config import SimulationConfig
-from tamrf_xr.simulate.geometry import Acquisition, RegionGrid, utm_epsg
+from tamrf_xr.simulate.geometry import Acquisition, utm_epsg
 from tamrf_xr.simulate.landscape import LandCover
 from tamrf_xr.simulate.simulation import AssetRaster, SimulatedItem, Simulation
 
@@ -20,7 +20,6 @@ __all__ = [
     "Acquisition",
     "AssetRaster",
     "LandCover",
-    "RegionGrid",
     "SimulatedItem",
     "Simulation",
     "SimulationConfig",

@@ -7,38 +7,35 @@
 - Landsat Collection 2 Level 2: SR reflectance = DN * 2.75e-5 - 0.2; ST Kelvin =
   DN * 0.00341802 + 149.0; uint16, nodata 0.
 
-The decoding rules live with the catalog profiles (pipelines); this module is their exact
-inverse for the simulator, and its constants are the published ones.
+The published constants live in :mod:`tamrf_xr.bands`; the decoding rules live with the
+catalog profiles (pipelines). This module is their exact inverse for the simulator.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from tamrf_xr.bands import (
+    LANDSAT_SR_OFFSET,
+    LANDSAT_SR_SCALE,
+    LANDSAT_ST_OFFSET,
+    LANDSAT_ST_SCALE,
+    S2_BOA_ADD_OFFSET_DN,
+    S2_SCALE,
+)
+
 __all__ = [
-    "LANDSAT_SR_OFFSET",
-    "LANDSAT_SR_SCALE",
-    "LANDSAT_ST_OFFSET",
-    "LANDSAT_ST_SCALE",
-    "S2_BOA_ADD_OFFSET_DN",
-    "S2_SCALE",
     "encode_landsat_sr",
     "encode_landsat_st",
     "encode_s2",
 ]
 
-S2_SCALE = 1e-4
-S2_BOA_ADD_OFFSET_DN = 1000
-LANDSAT_SR_SCALE = 2.75e-5
-LANDSAT_SR_OFFSET = -0.2
-LANDSAT_ST_SCALE = 0.00341802
-LANDSAT_ST_OFFSET = 149.0
-
 _UINT16_MAX = np.iinfo(np.uint16).max
 
 
 def _to_uint16(dn: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    # DN 0 is reserved for nodata: valid pixels are clipped to 1 (as the real products do).
+    # DN 0 is reserved for nodata (S2_NODATA_DN = LANDSAT_NODATA_DN = 0 in tamrf_xr.bands):
+    # valid pixels are clipped to 1 (as the real products do).
     out = np.clip(np.rint(dn), 1, _UINT16_MAX).astype(np.uint16)
     out[~valid] = 0
     return out

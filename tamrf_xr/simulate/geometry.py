@@ -22,12 +22,15 @@ import shapely
 from pyproj import CRS, Transformer
 from shapely.geometry import Polygon, box
 
+from tamrf_xr.grid import RasterGrid
 from tamrf_xr.simulate.config import SimulationConfig
 from tamrf_xr.simulate.fields import rng_for
 
 __all__ = [
+    "PIXEL_M",
     "Acquisition",
-    "RegionGrid",
+    "landsat_epsg",
+    "landsat_y_shift",
     "plan_acquisitions",
     "region_grid",
     "utm_epsg",
@@ -41,6 +44,8 @@ _BASELINE_04_START = dt.date(2022, 1, 25)  # processing baseline 04.00: +1000 DN
 _LAT_BANDS = "CDEFGHJKLMNPQRSTUVWX"
 _COL_LETTERS = "ABCDEFGHJKLMNPQRSTUVWXYZ"
 _ROW_LETTERS = "ABCDEFGHJKLMNPQRSTUV"
+PIXEL_M = 10.0
+"""Pixel size of the region's (truth) grid."""
 
 
 def utm_epsg(lon: float, lat: float) -> int:
@@ -49,56 +54,27 @@ def utm_epsg(lon: float, lat: float) -> int:
     return (32600 if lat >= 0 else 32700) + zone
 
 
-@dataclass(frozen=True)
-class RegionGrid:
-    """The simulated region's 10 m grid (the truth grid)."""
-
-    epsg: int
-    x0: float
-    """West edge (metres)."""
-    y0: float
-    """North edge (metres)."""
-    width: int
-    height: int
-    pixel_m: float = 10.0
-
-    @property
-    def bounds(self) -> tuple[float, float, float, float]:
-        """(west, south, east, north) in the grid CRS."""
-        return (
-            self.x0,
-            self.y0 - self.height * self.pixel_m,
-            self.x0 + self.width * self.pixel_m,
-            self.y0,
-        )
-
-    @property
-    def landsat_epsg(self) -> int:
-        """Landsat products use the northern zone code even south of the equator."""
-        return self.epsg - 100 if self.epsg >= 32700 else self.epsg
-
-    @property
-    def landsat_y_shift(self) -> float:
-        """Add to a northing of this grid to get the Landsat product's (northern zone) northing."""
-        return -10_000_000.0 if self.epsg >= 32700 else 0.0
-
-    def to_lonlat(self) -> Transformer:
-        return Transformer.from_crs(CRS.from_epsg(self.epsg), CRS.from_epsg(4326), always_xy=True)
-
-    def lonlat_bbox(self) -> tuple[float, float, float, float]:
-        """(west, south, east, north) in degrees of the region (edges densified)."""
-        west, south, east, north = self.to_lonlat().transform_bounds(*self.bounds, densify_pts=21)
-        return (west, south, east, north)
+def landsat_epsg(epsg: int) -> int:
+    """The CRS of Landsat products over a grid in ``epsg``: they use the northern zone code
+    even south of the equator."""
+    return epsg - 100 if epsg >= 32700 else epsg
 
 
-def region_grid(config: SimulationConfig) -> RegionGrid:
-    """Place the region on its UTM grid, edges snapped to 60 m so 10/20/30 m grids nest."""
+def landsat_y_shift(epsg: int) -> float:
+    """Add to a northing in ``epsg`` to get the Landsat product's (northern zone) northing."""
+    return -10_000_000.0 if epsg >= 32700 else 0.0
+
+
+def region_grid(config: SimulationConfig) -> RasterGrid:
+    """The region's 10 m (truth) grid on its UTM zone: ``width_px`` x ``height_px`` pixels
+    around the centre, west and north edges snapped to 60 m so the 10/20/30 m grids nest."""
     epsg = config.epsg or utm_epsg(config.center_lon, config.center_lat)
     to_utm = Transformer.from_crs(CRS.from_epsg(4326), CRS.from_epsg(epsg), always_xy=True)
     cx, cy = to_utm.transform(config.center_lon, config.center_lat)
-    x0 = math.floor((cx - config.width_px * 5.0) / 60.0) * 60.0
-    y0 = math.ceil((cy + config.height_px * 5.0) / 60.0) * 60.0
-    return RegionGrid(epsg=epsg, x0=x0, y0=y0, width=config.width_px, height=config.height_px)
+    width_m, height_m = config.width_px * PIXEL_M, config.height_px * PIXEL_M
+    west = math.floor((cx - width_m / 2) / 60.0) * 60.0
+    north = math.ceil((cy + height_m / 2) / 60.0) * 60.0
+    return RasterGrid(epsg, (west, north - height_m, west + width_m, north), PIXEL_M)
 
 
 @dataclass(frozen=True)
@@ -142,7 +118,7 @@ def _overpass(date: dt.date, lon: float, local_hour: float, jitter_s: float) -> 
     return start + dt.timedelta(hours=utc_hours, seconds=jitter_s)
 
 
-def _snap_out(bounds: tuple[float, float, float, float], step: float, grid: RegionGrid):
+def _snap_out(bounds: tuple[float, float, float, float], step: float, grid: RasterGrid):
     """Snap bounds outwards to the native grid anchored at the region corner, clipped to it."""
     w, s, e, n = bounds
     rw, rs, re, rn = grid.bounds
@@ -162,7 +138,7 @@ def _tilted_rectangle(center: tuple[float, float], along: float, across: float, 
     return Polygon(corners)
 
 
-def _swath_half_plane(grid: RegionGrid, coverage: float, tilt: float) -> Polygon:
+def _swath_half_plane(grid: RasterGrid, coverage: float, tilt: float) -> Polygon:
     """Half-plane east of a tilted swath edge that leaves ``coverage`` of the width inside."""
     w, s, e, n = grid.bounds
     cx, cy = (w + e) / 2, (s + n) / 2
@@ -177,7 +153,7 @@ def _swath_half_plane(grid: RegionGrid, coverage: float, tilt: float) -> Polygon
     )
 
 
-def plan_acquisitions(config: SimulationConfig, grid: RegionGrid) -> list[Acquisition]:
+def plan_acquisitions(config: SimulationConfig, grid: RasterGrid) -> list[Acquisition]:
     """Every S2 and Landsat item over the region during the simulated period, sorted by time."""
     acquisitions = _plan_s2(config, grid) + _plan_landsat(config, grid)
     return sorted(acquisitions, key=lambda a: (a.datetime, a.collection, a.item_id))
@@ -187,7 +163,7 @@ def _latitude_band(lat: float) -> str:
     return _LAT_BANDS[min(max(int((lat + 80) // 8), 0), len(_LAT_BANDS) - 1)]
 
 
-def _plan_s2(config: SimulationConfig, grid: RegionGrid) -> list[Acquisition]:
+def _plan_s2(config: SimulationConfig, grid: RasterGrid) -> list[Acquisition]:
     rng = rng_for(config.seed, "s2-calendar")
     phase = int(rng.integers(0, 10))
     region = box(*grid.bounds)
@@ -249,7 +225,7 @@ def _plan_s2(config: SimulationConfig, grid: RegionGrid) -> list[Acquisition]:
     return out
 
 
-def _plan_landsat(config: SimulationConfig, grid: RegionGrid) -> list[Acquisition]:
+def _plan_landsat(config: SimulationConfig, grid: RasterGrid) -> list[Acquisition]:
     rng = rng_for(config.seed, "landsat-calendar")
     phase = int(rng.integers(0, 16))
     tilt = math.radians(config.landsat_track_tilt_deg)

@@ -1,7 +1,7 @@
 """A simulated region: ground truth on every day and every published item, in memory.
 
 Pure computation (no files): :class:`Simulation` yields items as DN rasters with their
-metadata; ``pipelines.simulated_catalog`` writes them as COGs + STAC and the truth as Zarr.
+metadata; ``pipelines.demo.simulated_catalog`` writes them as COGs + STAC and the truth as Zarr.
 """
 
 from __future__ import annotations
@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import shapely
+from pyproj import Transformer
 
 from tamrf_xr.bands import LANDSAT_BANDS, S2_BANDS
+from tamrf_xr.grid import RasterGrid
 from tamrf_xr.simulate.config import SimulationConfig
 from tamrf_xr.simulate.encoding import (
     encode_landsat_sr,
@@ -22,7 +24,8 @@ from tamrf_xr.simulate.encoding import (
 from tamrf_xr.simulate.fields import rng_for
 from tamrf_xr.simulate.geometry import (
     Acquisition,
-    RegionGrid,
+    landsat_epsg,
+    landsat_y_shift,
     plan_acquisitions,
     region_grid,
 )
@@ -89,11 +92,11 @@ class Simulation:
 
     def __init__(self, config: SimulationConfig) -> None:
         self.config = config
-        self.grid: RegionGrid = region_grid(config)
-        self.landscape: Landscape = make_landscape(config.seed, self.grid.height, self.grid.width)
+        self.grid: RasterGrid = region_grid(config)
+        self.landscape: Landscape = make_landscape(config.seed, *self.grid.shape)
         self.weather: DailyWeather = daily_weather(config)
         self.acquisitions: list[Acquisition] = plan_acquisitions(config, self.grid)
-        lon, lat = self.grid.to_lonlat().transform(
+        lon, lat = Transformer.from_crs(self.grid.epsg, 4326, always_xy=True).transform(
             (self.grid.bounds[0] + self.grid.bounds[2]) / 2,
             (self.grid.bounds[1] + self.grid.bounds[3]) / 2,
         )
@@ -135,7 +138,7 @@ class Simulation:
             self.config,
             self.weather,
             acquisition.day_index,
-            (self.grid.height, self.grid.width),
+            self.grid.shape,
             elevation,
             azimuth,
         )
@@ -174,24 +177,17 @@ class Simulation:
 
     def window(self, acquisition: Acquisition, resolution: float) -> tuple[slice, slice]:
         """(rows, cols) of the acquisition's raster in the region's grid at ``resolution``."""
-        west, south, east, north = acquisition.bounds
-        x0, y0 = self.grid.x0, self.grid.y0
-        rows = slice(round((y0 - north) / resolution), round((y0 - south) / resolution))
-        cols = slice(round((west - x0) / resolution), round((east - x0) / resolution))
-        return rows, cols
+        return self.grid.at(resolution).window(acquisition.bounds)
 
     def _valid(self, acquisition: Acquisition, resolution: float) -> np.ndarray:
         """Pixels whose centre lies in the footprint, on the item's native grid."""
-        rows, cols = self.window(acquisition, resolution)
-        west, _, _, north = acquisition.bounds
-        ys = north - (np.arange(rows.stop - rows.start) + 0.5) * resolution
-        xs = west + (np.arange(cols.stop - cols.start) + 0.5) * resolution
+        ys, xs = RasterGrid(self.grid.epsg, acquisition.bounds, resolution).coords()
         return shapely.contains_xy(acquisition.footprint, xs[None, :], ys[:, None])
 
     def _raster(self, acquisition, data, resolution, epsg, y_shift, nodata) -> AssetRaster:
-        west, _, _, north = acquisition.bounds
-        transform = (resolution, 0.0, west, 0.0, -resolution, north + y_shift)
-        return AssetRaster(np.ascontiguousarray(data), resolution, epsg, transform, nodata)
+        west, south, east, north = acquisition.bounds
+        grid = RasterGrid(epsg, (west, south + y_shift, east, north + y_shift), resolution)
+        return AssetRaster(np.ascontiguousarray(data), resolution, epsg, grid.transform, nodata)
 
     # -- Sentinel-2 ------------------------------------------------------------------------
 
@@ -233,7 +229,7 @@ class Simulation:
     def _landsat_item(self, acq, obs: LandsatObservation, elevation, azimuth) -> SimulatedItem:
         rows, cols = self.window(acq, 30.0)
         valid = self._valid(acq, 30.0)
-        epsg, y_shift = self.grid.landsat_epsg, self.grid.landsat_y_shift
+        epsg, y_shift = landsat_epsg(self.grid.epsg), landsat_y_shift(self.grid.epsg)
 
         def raster(data: np.ndarray, nodata: int | None) -> AssetRaster:
             return self._raster(acq, data, 30.0, epsg, y_shift, nodata)

@@ -42,7 +42,7 @@ _STRUCTURAL_RELS = frozenset({"self", "root", "parent", "collection", "child", "
 
 
 class StacServerError(Exception):
-    """Base class of every error raised by :mod:`pipelines.stac_servers`."""
+    """Base class of every error raised by :mod:`pipelines.demo.stac_servers`."""
 
 
 class CatalogError(StacServerError, ValueError):

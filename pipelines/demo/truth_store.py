@@ -18,28 +18,15 @@ import pandas as pd
 import xarray as xr
 
 import tamrf_xr
+from pipelines.band_encoding import band_attrs, int16_encoding
 from pipelines.georef import grid_coords, with_grid_mapping
 from tamrf_xr.bands import BANDS
 from tamrf_xr.simulate import LandCover, Simulation
 
-__all__ = ["INT16_FILL", "band_attrs", "int16_encoding", "open_truth", "truth_dates", "write_truth"]
+__all__ = ["open_truth", "truth_dates", "write_truth"]
 
-INT16_FILL = np.int16(-32768)
 _TIME_CHUNK = 16
 _SPACE_CHUNK = 512
-
-
-def int16_encoding(quantity: str) -> dict:
-    if quantity == "temperature":
-        scale, offset = 0.01, 300.0
-    else:
-        scale, offset = 1e-4, 0.0
-    return {
-        "dtype": "int16",
-        "scale_factor": scale,
-        "add_offset": offset,
-        "_FillValue": INT16_FILL,
-    }
 
 
 def truth_dates(simulation: Simulation) -> list[dt.date]:
@@ -64,10 +51,10 @@ def write_truth(
     """
     grid = simulation.grid
     dates = truth_dates(simulation)
-    h, w = grid.height, grid.width
+    h, w = grid.shape
     times = pd.DatetimeIndex(dates).astype("datetime64[ns]")
     space = (min(h, _SPACE_CHUNK), min(w, _SPACE_CHUNK))
-    template = xr.Dataset(coords=grid_coords(grid.x0, grid.y0, w, h, grid.pixel_m))
+    template = xr.Dataset(coords=grid_coords(grid))
     template = template.assign_coords(time=("time", times))
     encoding = {}
     for band in BANDS:
@@ -85,7 +72,8 @@ def write_truth(
         },
     )
     template["unit_id"] = (("y", "x"), simulation.landscape.unit_id, {"long_name": "parcel id"})
-    template = with_grid_mapping(template, grid.epsg, grid.x0, grid.y0, grid.pixel_m)
+    west, _, _, north = grid.bounds
+    template = with_grid_mapping(template, grid.epsg, west, north, grid.resolution)
     template.attrs.update(
         {
             "title": "tamrf-xr simulated ground truth (cloud-free surface, every band at 10 m)",
@@ -122,14 +110,3 @@ def write_truth(
 def open_truth(path: Path) -> xr.Dataset:
     """Open a truth store lazily (values decoded to reflectance / Kelvin)."""
     return xr.open_zarr(path, zarr_format=3, consolidated=False)
-
-
-def band_attrs(band) -> dict:
-    return {
-        "long_name": f"{band.sensor} {band.sensor_band} ({band.common_name})",
-        "units": "K" if band.quantity == "temperature" else "1",
-        "sensor": band.sensor,
-        "sensor_band": band.sensor_band,
-        "center_wavelength_um": band.center_wavelength_um,
-        "native_resolution_m": band.native_resolution,
-    }

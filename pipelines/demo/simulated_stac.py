@@ -16,15 +16,16 @@ import shapely
 from shapely.geometry import mapping
 
 from pipelines.georef import reproject_geometry
-from tamrf_xr.bands import LANDSAT_BANDS, S2_BANDS
-from tamrf_xr.simulate import SimulatedItem
-from tamrf_xr.simulate.encoding import (
+from tamrf_xr.bands import (
+    LANDSAT_BANDS,
     LANDSAT_SR_OFFSET,
     LANDSAT_SR_SCALE,
     LANDSAT_ST_OFFSET,
     LANDSAT_ST_SCALE,
+    S2_BANDS,
     S2_SCALE,
 )
+from tamrf_xr.simulate import SimulatedItem
 
 __all__ = [
     "LANDSAT_ASSET_FILES",

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipelines.stac_servers.common import (
+from pipelines.demo.stac_servers.common import (
     BackendUnavailableError,
     CatalogContent,
     ServerConfig,

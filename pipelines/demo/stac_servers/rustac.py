@@ -1,7 +1,7 @@
 """``rustac serve``: an in-memory STAC API from the ``rustac`` wheel (no database, pip only).
 
 The in-memory backend answers ``bbox``, ``datetime``, ``collections``, ``ids`` and paging;
-it ignores ``query`` and ``filter`` (use :class:`~pipelines.stac_servers.pgstac.PgstacServer`
+it ignores ``query`` and ``filter`` (use :class:`~pipelines.demo.stac_servers.pgstac.PgstacServer`
 for those). Known limitation of rustac 0.9: a GET ``/search`` with ``collections`` fails
 (HTTP 500 "unsupported value") whenever the answer needs a ``next`` link; POST searches (what
 pystac-client sends by default) page fine.
@@ -16,7 +16,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.stac_servers.common import (
+from pipelines.demo.stac_servers.common import (
     BackendUnavailableError,
     CatalogContent,
     ServerConfig,

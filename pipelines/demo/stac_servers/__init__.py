@@ -10,7 +10,7 @@ context manager):
 
 Example::
 
-    from pipelines.stac_servers import create_server
+    from pipelines.demo.stac_servers import create_server
 
     with create_server("data/catalog", backend="rustac") as server:
         items = Client.open(server.url).search(bbox=bbox, datetime="2024-06").item_collection()
@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from pipelines.stac_servers.common import (
+from pipelines.demo.stac_servers.common import (
     BackendUnavailableError,
     CatalogContent,
     CatalogError,
@@ -34,14 +34,14 @@ from pipelines.stac_servers.common import (
     load_static_catalog,
     port_is_free,
 )
-from pipelines.stac_servers.pgstac import (
+from pipelines.demo.stac_servers.pgstac import (
     Availability,
     PgstacConfig,
     PgstacServer,
     find_postgres,
     pgstac_availability,
 )
-from pipelines.stac_servers.rustac import RustacConfig, RustacServer, find_rustac
+from pipelines.demo.stac_servers.rustac import RustacConfig, RustacServer, find_rustac
 
 Backend = Literal["rustac", "pgstac"]
 BACKENDS: tuple[Backend, ...] = ("rustac", "pgstac")

@@ -24,15 +24,15 @@ from pathlib import Path
 
 import pystac
 
-from pipelines.cog import write_cog
-from pipelines.simulated_stac import (
+from pipelines.demo.cog import write_cog
+from pipelines.demo.simulated_stac import (
     LANDSAT_ASSET_FILES,
     S2_ASSET_FILES,
     collection,
     landsat_item,
     s2_item,
 )
-from pipelines.truth_store import write_truth
+from pipelines.demo.truth_store import write_truth
 from tamrf_xr.simulate import Acquisition, SimulatedItem, Simulation, SimulationConfig
 from tamrf_xr.simulate.geometry import LANDSAT_COLLECTION, S2_COLLECTION
 

@@ -1,0 +1,213 @@
+"""``tamrf run --catalog ...`` and ``tamrf plan``: production runs on any STAC catalog.
+
+The options are declared once (the ``*Option`` aliases) and shared by both commands. Every
+parameter is checked before Prefect or a cluster starts, so a typo costs a second and
+writes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+__all__ = ["plan", "print_run_summary", "production_request", "run_on_catalog"]
+
+CatalogOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Catalog profile: earth-search-v1, planetary-computer or local. "
+        "Without it, `tamrf run` runs the embedded demo."
+    ),
+]
+CatalogUrlOption = Annotated[
+    str | None, typer.Option(help="STAC API root overriding the profile's (an internal mirror).")
+]
+AoiOption = Annotated[
+    Path | None, typer.Option(help="AOI: a GeoJSON file (geometry, Feature or FeatureCollection).")
+]
+BboxOption = Annotated[str | None, typer.Option(help="AOI as W,S,E,N in degrees (lon/lat).")]
+DatesOption = Annotated[
+    str, typer.Option(help="Output dates: SMS (1st and 15th), 10D, MS, or ISO dates a,b,c.")
+]
+CheckpointOption = Annotated[
+    Path | None, typer.Option(help="Model weights; default: an UNTRAINED stand-in.")
+]
+S2CollectionOption = Annotated[
+    str | None, typer.Option(help="S2 collection of the profile (default: its first).")
+]
+CloudOption = Annotated[
+    float | None, typer.Option(help="Keep items with eo:cloud_cover <= this percentage.")
+]
+TileSizeOption = Annotated[float, typer.Option(help="Output tile side, a multiple of 30 m.")]
+TilesOption = Annotated[str | None, typer.Option(help="Only these tile ids (comma-separated).")]
+
+
+def _date(value: str | None, name: str) -> dt.date:
+    if value is None:
+        raise ValueError(f"{name} is required with --catalog: give YYYY-MM-DD")
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{name} {value!r} is not a date: use YYYY-MM-DD") from None
+
+
+def _aoi(aoi: Path | None, bbox: str | None) -> tuple[list[float] | None, dict | None]:
+    if (aoi is None) == (bbox is None):
+        raise ValueError("give exactly one AOI: --aoi FILE.geojson or --bbox W,S,E,N")
+    if bbox is not None:
+        try:
+            values = [float(v) for v in bbox.split(",")]
+        except ValueError:
+            raise ValueError(f"--bbox {bbox!r}: four numbers W,S,E,N in degrees") from None
+        return values, None
+    assert aoi is not None
+    try:
+        return None, json.loads(aoi.read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"--aoi {aoi}: not a readable GeoJSON file ({error})") from None
+
+
+def production_request(
+    catalog: str, catalog_url: str | None, aoi: Path | None, bbox: str | None,
+    start: str | None, end: str | None, dates: str, checkpoint: Path | None, out_dir: Path,
+    **options: Any,
+) -> Any:  # fmt: skip
+    """A checked :class:`pipelines.production.ProductionRequest` from command-line values
+    (a bad value: ``error: ...`` on stderr and exit status 2)."""
+    from flows.production_run import request_from_parameters
+    from pipelines.production import parse_dates
+
+    try:
+        bbox_values, geometry = _aoi(aoi, bbox)
+        return request_from_parameters(
+            catalog, _date(start, "--start"), _date(end, "--end"), str(out_dir), bbox_values,
+            geometry, catalog_url=catalog_url, dates=parse_dates(dates),
+            checkpoint=None if checkpoint is None else str(checkpoint), **options,
+        )  # fmt: skip
+    except ValueError as error:
+        raise _fail(error) from None
+
+
+def _fail(error: Exception) -> typer.Exit:
+    typer.echo(f"error: {error}", err=True)
+    return typer.Exit(2)
+
+
+def run_on_catalog(request: Any, cluster: dict[str, Any], progress: bool, dry_run: bool) -> None:
+    """Check ``request`` (files, catalog) and run the production flow; exit 2 on a bad
+    parameter or a locked output, 1 when tiles failed."""
+    from flows.production_run import production_run
+    from pipelines.production import check_request
+    from pipelines.run_lock import RunLockedError
+    from pipelines.search import CatalogSearchError
+
+    try:
+        check_request(request, writing=not dry_run)
+    except (ValueError, CatalogSearchError) as error:
+        raise _fail(error) from None
+    described = request.describe()
+    try:
+        result = production_run(
+            request.catalog, request.start, request.end, str(request.out_dir),
+            aoi=dict(request.aoi), catalog_url=request.catalog_url,
+            dates=request.dates if isinstance(request.dates, str) else ",".join(request.dates),
+            checkpoint=request.checkpoint, s2_collection=request.s2_collection,
+            max_cloud_cover=request.max_cloud_cover, tile_size_m=request.tile_size_m,
+            encoding=request.encoding, tiles_in_flight=request.tiles_in_flight,
+            tiles=None if request.tile_filter is None else list(request.tile_filter),
+            flop_rate_gflops=None if request.flop_rate is None else request.flop_rate / 1e9,
+            dry_run=dry_run, show_progress=progress, **cluster,
+        )  # fmt: skip
+    except (ValueError, CatalogSearchError, RunLockedError, FileExistsError) as error:
+        raise _fail(error) from None
+    if dry_run:
+        from pipelines.tile_plan import format_plan
+
+        typer.echo(format_plan(result))
+        return
+    typer.echo(f"catalog: {described['catalog_url']} ({request.catalog})")
+    print_run_summary(result, request.out_dir)
+
+
+def print_run_summary(summary: dict[str, Any], out_dir: Path) -> None:
+    """What a run made, on the terminal; exit 1 when tiles failed."""
+    for collection, found in summary["collections"].items():
+        span = (f"{found['first'][:10]}..{found['last'][:10]}, mean cloud cover "
+                f"{found['mean_cloud_cover']}%") if found["count"] else "none"  # fmt: skip
+        typer.echo(f"{collection}: {found['count']} items {span}")
+    level3 = summary["level3"]
+    typer.echo(
+        f"level-3: {', '.join(level3['stores'])} ({len(level3['tiles'])} tiles, "
+        f"{len(level3['dates'])} dates; {len(level3['produced_now'])} produced now, "
+        f"{len(level3['skipped'])} already complete, {len(level3['failed'])} failed); "
+        f"STAC: {level3['stac']}"
+    )
+    for asset in summary.get("broken_assets", []):
+        typer.echo(f"broken asset (read as missing): {asset['item_id']} {asset['band']}: "
+                   f"{asset['error']}")  # fmt: skip
+    if level3["untrained_model"]:
+        typer.echo("warning: no --checkpoint: the model weights are UNTRAINED (values are not "
+                   "meaningful); see `tamrf import-checkpoint`")  # fmt: skip
+    typer.echo(f"summary: {Path(out_dir).absolute() / 'run-summary.json'}")
+    if level3["failed"]:
+        for failed in level3["failed"]:
+            typer.echo(f"error: tile {failed['tile']} failed after {failed['attempts']} "
+                       f"attempt(s): {failed['error']}", err=True)  # fmt: skip
+        typer.echo("re-run the same command to retry the failed tiles (complete tiles are "
+                   "skipped)", err=True)  # fmt: skip
+        raise typer.Exit(1)
+
+
+def plan(
+    catalog: Annotated[
+        str, typer.Option(help="Catalog profile: earth-search-v1, planetary-computer or local.")
+    ],
+    start: Annotated[str, typer.Option(help="First day of the period, YYYY-MM-DD.")],
+    end: Annotated[str, typer.Option(help="Last day (inclusive), YYYY-MM-DD.")],
+    catalog_url: CatalogUrlOption = None,
+    aoi: AoiOption = None,
+    bbox: BboxOption = None,
+    dates: DatesOption = "SMS",
+    checkpoint: CheckpointOption = None,
+    out_dir: Annotated[
+        Path, typer.Option(help="Output directory (its complete tiles are marked done).")
+    ] = Path("tamrf-output"),
+    s2_collection: S2CollectionOption = None,
+    max_cloud_cover: CloudOption = None,
+    tile_size_m: TileSizeOption = 9900.0,
+    tiles: TilesOption = None,
+    device: Annotated[
+        str, typer.Option(help="Device of the measured model rate: cpu, cuda or auto.")
+    ] = "auto",
+    flop_rate: Annotated[
+        float | None, typer.Option(help="Model speed in GFLOP/s instead of measuring it.")
+    ] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write the whole plan as JSON here.")
+    ] = None,
+) -> None:
+    """Plan a production run without computing a tile: the tiles, the items per tile and
+    sensor, their dates, each tile's status (new, done, recompute) and its estimated model
+    FLOPs and time, and the totals. One paged search of the catalog."""
+    from pipelines.production import plan_region
+    from pipelines.search import CatalogSearchError
+    from pipelines.tile_plan import format_plan
+
+    request = production_request(
+        catalog, catalog_url, aoi, bbox, start, end, dates, checkpoint, out_dir,
+        s2_collection=s2_collection, max_cloud_cover=max_cloud_cover, tile_size_m=tile_size_m,
+        tile_filter=None if tiles is None else tuple(t.strip() for t in tiles.split(",")),
+        flop_rate=None if flop_rate is None else flop_rate * 1e9,
+    )  # fmt: skip
+    try:
+        result = plan_region(request, device).to_dict()
+    except (ValueError, CatalogSearchError) as error:
+        raise _fail(error) from None
+    typer.echo(format_plan(result))
+    if json_path is not None:
+        json_path.write_text(json.dumps(result, indent=2) + "\n")
+        typer.echo(f"plan: {json_path}")

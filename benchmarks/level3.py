@@ -10,7 +10,7 @@ order (kernel first on even tiles, end-to-end first on odd ones):
 - **end-to-end**: ``pipelines.level3_production.produce_tile`` into a fresh Level-3 store
   (``create_store`` timed once and added): reads the COGs, assembles the S2 and Landsat cubes
   on the tile grown by the inference margin (clipped to the region, as
-  ``flows/regional_run.py`` does), drops sparse dates, predicts lazily, crops to the tile,
+  the demo run does), drops sparse dates, predicts lazily, crops to the tile,
   encodes and writes the Zarr chunks and the completion record.
 - **kernel**: for the same tile, the same cubes (same grid, ``CubeConfig``, items) are
   assembled and ``.compute()``-d first (not timed); then ``predict(...).compute()`` on those

@@ -15,7 +15,7 @@ catalog_app = typer.Typer(help="Local STAC API servers.", no_args_is_help=True)
 
 
 class BackendChoice(StrEnum):
-    """The ``--backend`` values (see :mod:`pipelines.stac_servers`)."""
+    """The ``--backend`` values (see :mod:`pipelines.demo.stac_servers`)."""
 
     rustac = "rustac"
     pgstac = "pgstac"

@@ -113,7 +113,7 @@ def run_on_catalog(request: Any, cluster: dict[str, Any], progress: bool, dry_ru
     try:
         result = production_run(
             request.catalog, request.start, request.end, str(request.out_dir),
-            aoi=dict(request.aoi), catalog_url=request.catalog_url,
+            **_flow_aoi(request.aoi), catalog_url=request.catalog_url,
             dates=request.dates if isinstance(request.dates, str) else ",".join(request.dates),
             checkpoint=request.checkpoint, s2_collection=request.s2_collection,
             max_cloud_cover=request.max_cloud_cover, tile_size_m=request.tile_size_m,
@@ -131,6 +131,17 @@ def run_on_catalog(request: Any, cluster: dict[str, Any], progress: bool, dry_ru
         return
     typer.echo(f"catalog: {described['catalog_url']} ({request.catalog})")
     print_run_summary(result, request.out_dir)
+
+
+def _flow_aoi(aoi: dict[str, Any]) -> dict[str, Any]:
+    """The AOI as the flow's ``bbox`` when it is a lon/lat box (a short, readable parameter
+    in the Prefect UI), else as ``aoi``."""
+    from shapely.geometry import box, shape
+
+    geometry = shape(aoi.get("geometry", aoi)) if aoi.get("type") != "FeatureCollection" else None
+    if geometry is not None and geometry.equals(box(*geometry.bounds)):
+        return {"bbox": list(geometry.bounds)}
+    return {"aoi": dict(aoi)}
 
 
 def print_run_summary(summary: dict[str, Any], out_dir: Path) -> None:

@@ -25,13 +25,13 @@ from pipelines.production import ProductionRequest, plan_region, run_region
 __all__ = ["plan_task", "produce_task", "production_run", "request_from_parameters"]
 
 
-@task(name="plan-region", cache_policy=NO_CACHE)
+@task(name="plan-region", task_run_name="plan-{request.catalog}", cache_policy=NO_CACHE)
 def plan_task(request: ProductionRequest, device: str) -> dict[str, Any]:
     """Tiles, their items and dates, and the estimated cost; computes nothing."""
     return plan_region(request, device).to_dict()
 
 
-@task(name="produce-region", cache_policy=NO_CACHE)
+@task(name="produce-region", task_run_name="produce-tiles-{request.catalog}", cache_policy=NO_CACHE)
 def produce_task(
     request: ProductionRequest,
     cluster: ClusterConfig,

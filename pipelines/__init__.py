@@ -1,1 +1,3 @@
-"""All external I/O: STAC catalogs and servers, COG/Zarr writing, datacube assembly."""
+"""All external I/O: catalog profiles and STAC search, datacube assembly, the Dask cluster,
+Level-3 Zarr stores and their production (:mod:`pipelines.production`). Demo and test
+infrastructure (simulated catalogs, local STAC servers) lives apart, in :mod:`pipelines.demo`."""

@@ -3,7 +3,7 @@
 
 Everything is read from the store's metadata and completion records (no data chunk is
 read): its grid and dates (``tamrf:level3``), the model and run settings it was created with
-(``tamrf:provenance``, as ``flows.regional_run`` writes them: ``model``,
+(``tamrf:provenance``, as ``pipelines.production`` writes them: ``model``,
 ``untrained_model``, ``inference``, ``cube``, ``catalog_profile``, ``collections``,
 ``request``, ``software``; any of them may be missing) and, per completed tile, the input
 items and broken assets its record lists (record ``provenance``: ``inputs`` as

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import typer
 from cli_process import lock_holder, tamrf
+from run_recorder import Recorder
 from typer.testing import CliRunner
 
 from pipelines.demo.simulated_catalog import write_simulated_catalog
@@ -219,7 +220,7 @@ def test_transient_failures_are_retried_and_a_failed_tile_does_not_stop_the_othe
     from pipelines.cluster import ClusterConfig
     from pipelines.level3 import completion_records
     from pipelines.level3_production import produce_tile
-    from pipelines.production import run_region
+    from pipelines.production import region_tiles, run_region
 
     out = tmp_path / "out"
     request = production_request(
@@ -227,13 +228,9 @@ def test_transient_failures_are_retried_and_a_failed_tile_does_not_stop_the_othe
         "2022-06-12", None, out, tile_size_m=float(TILE_M), tile_retries=1,
     )  # fmt: skip
     calls: dict[str, int] = {}
-    flaky, broken = None, None
+    flaky, broken = (t.tile_id for t in region_tiles(request)[:2])
 
     def produce(items, tile, job, **kwargs):
-        nonlocal flaky, broken
-        flaky = flaky or tile.tile_id
-        if broken is None and tile.tile_id != flaky:
-            broken = tile.tile_id
         calls[tile.tile_id] = calls.get(tile.tile_id, 0) + 1
         if tile.tile_id == flaky and calls[tile.tile_id] == 1:
             raise OSError("connection reset while reading a COG")
@@ -242,9 +239,14 @@ def test_transient_failures_are_retried_and_a_failed_tile_does_not_stop_the_othe
         return produce_tile(items, tile, job, **kwargs)
 
     cluster = ClusterConfig(n_workers=1, kind="cpu", dashboard_address=None)
-    summary = run_region(request, cluster, produce=produce)
+    reporter = Recorder()
+    summary = run_region(request, cluster, reporter, produce=produce)
     level3 = summary["level3"]
     assert calls[flaky] == 2 and calls[broken] == 1
+    # The model blocks of each tile were reported as they finished (one 150 px block here).
+    for tile in level3["produced_now"]:
+        assert ("blocks", tile, 1, 1) in reporter.calls
+    assert ("started", flaky, 2) in reporter.calls
     assert [f["tile"] for f in level3["failed"]] == [broken]
     assert "ValueError: a programming error (not transient" in level3["failed"][0]["error"]
     assert flaky in level3["produced_now"]
@@ -331,3 +333,39 @@ def test_bad_parameters_are_rejected_up_front_with_nothing_written(
     assert message in result.output
     assert not out.exists(), "nothing written"
     assert time.monotonic() - started < 30, "rejected before any heavy work"
+
+
+def test_a_tile_whose_inputs_changed_is_planned_for_recomputing(production, catalog_url):
+    """The cache key follows the inputs: an item reprocessed since the run (a new `updated`)
+    marks the tiles it reaches `recompute`, the others stay `done`."""
+    from flows.cli_production import production_request
+    from pipelines.production import plan_region, search_region
+
+    out, _, _ = production
+    request = production_request(
+        "earth-search-v1", catalog_url, None, aoi_bbox(), "2022-06-01", "2022-06-20",
+        "2022-06-08,2022-06-16", None, out, tile_size_m=float(TILE_M), flop_rate=1e10,
+    )  # fmt: skip
+    items = search_region(request)
+    assert {t.status for t in plan_region(request, items=items).tiles} == {"done"}
+    landsat = items["landsat-c2-l2"]
+    landsat[0] = {**landsat[0], "properties": {**landsat[0]["properties"],
+                                               "updated": "2030-01-01T00:00:00Z"}}  # fmt: skip
+    plan = plan_region(request, items=items)
+    reached = {t.tile_id for t in plan.tiles
+               if any(i["id"] == landsat[0]["id"] for i in t.landsat_items)}  # fmt: skip
+    assert reached
+    assert {t.tile_id for t in plan.tiles if t.status == "recompute"} == reached
+    assert len(plan.pending()) == len(reached)
+
+
+def test_a_dry_run_of_the_flow_plans_and_writes_nothing(prefect_harness, catalog_url, tmp_path):
+    from prefect.artifacts import Artifact
+
+    out = tmp_path / "out"
+    result = tamrf(run_args(catalog_url, out, "--dry-run"))
+    assert result.exit_code == 0, result.output
+    assert "4 tiles, 4 to compute" in result.output and "GFLOP/s" in result.output
+    assert not out.exists(), "a dry run writes nothing"
+    plan = Artifact.get("tamrf-run-plan")
+    assert plan is not None and "4 tiles, 4 to compute" in (plan.description or "")

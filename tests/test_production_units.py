@@ -9,38 +9,16 @@ import threading
 import time
 
 import pytest
+from run_recorder import Recorder
 from shapely.geometry import box, mapping
 
 from pipelines.grid import GridSpec, aoi_geometry, tiles_for_aoi
 from pipelines.run_lock import RunLock
 from pipelines.tile_plan import plan_tiles
-from pipelines.tiles_in_flight import TileOutcome, run_tiles
+from pipelines.tiles_in_flight import run_tiles
 from tamrf_xr.flops import forward_flops
 from tamrf_xr.inference import InferenceConfig
 from tamrf_xr.model import ModelConfig
-
-
-class Recorder:
-    """A reporter that records its calls and the thread they came from."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple] = []
-        self.threads: set[int] = set()
-
-    def planned(self, plan) -> None:
-        self.calls.append(("planned",))
-
-    def tile_started(self, tile_id: str, attempt: int) -> None:
-        self.threads.add(threading.get_ident())
-        self.calls.append(("started", tile_id, attempt))
-
-    def tile_blocks(self, tile_id: str, done: int, total: int) -> None:
-        self.threads.add(threading.get_ident())
-        self.calls.append(("blocks", tile_id, done, total))
-
-    def tile_finished(self, outcome: TileOutcome) -> None:
-        self.threads.add(threading.get_ident())
-        self.calls.append(("finished", outcome.tile_id, outcome.status))
 
 
 def test_tiles_run_at_most_in_flight_at_once_and_report_in_the_calling_thread():

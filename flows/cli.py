@@ -22,6 +22,7 @@ from flows.cli_production import (
     CheckpointOption,
     CloudOption,
     DatesOption,
+    RetryBrokenOption,
     S2CollectionOption,
     TileSizeOption,
     TilesOption,
@@ -124,6 +125,7 @@ def run(
     max_cloud_cover: CloudOption = None,
     tile_size_m: TileSizeOption = 9900.0,
     tiles: TilesOption = None,
+    retry_broken: RetryBrokenOption = False,
     encoding: Annotated[
         str,
         typer.Option(
@@ -171,6 +173,7 @@ def run(
             s2_collection=s2_collection, max_cloud_cover=max_cloud_cover,
             tile_size_m=tile_size_m, encoding=encoding, tiles_in_flight=tiles_in_flight,
             tile_filter=None if tiles is None else tuple(t.strip() for t in tiles.split(",")),
+            retry_broken=retry_broken,
         )  # fmt: skip
         cluster_options = {"scheduler_address": scheduler, "cluster_kind": cluster,
                            "n_workers": workers}  # fmt: skip
@@ -196,6 +199,7 @@ def _run_demo(
     """The embedded demo: simulate, serve, run (the regional_run flow)."""
     from flows.cli_production import print_run_summary
     from flows.regional_run import regional_run
+    from pipelines.production import TilesFailedError
     from pipelines.run_lock import RunLockedError
     from pipelines.search import CatalogSearchError
 
@@ -209,6 +213,8 @@ def _run_demo(
             encoding=encoding, scheduler_address=scheduler, n_workers=workers,
             tiles_in_flight=in_flight,
         )  # fmt: skip
+    except TilesFailedError as failure:
+        summary = failure.summary
     except (FileExistsError, ValueError, CatalogSearchError, RunLockedError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None

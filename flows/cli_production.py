@@ -44,6 +44,10 @@ CloudOption = Annotated[
 ]
 TileSizeOption = Annotated[float, typer.Option(help="Output tile side, a multiple of 30 m.")]
 TilesOption = Annotated[str | None, typer.Option(help="Only these tile ids (comma-separated).")]
+RetryBrokenOption = Annotated[
+    bool,
+    typer.Option(help="Also recompute complete tiles whose record lists broken assets."),
+]
 
 
 def _date(value: str | None, name: str) -> dt.date:
@@ -101,7 +105,7 @@ def run_on_catalog(request: Any, cluster: dict[str, Any], progress: bool, dry_ru
     """Check ``request`` (files, catalog) and run the production flow; exit 2 on a bad
     parameter or a locked output, 1 when tiles failed."""
     from flows.production_run import production_run
-    from pipelines.production import check_request
+    from pipelines.production import TilesFailedError, check_request
     from pipelines.run_lock import RunLockedError
     from pipelines.search import CatalogSearchError
 
@@ -120,8 +124,10 @@ def run_on_catalog(request: Any, cluster: dict[str, Any], progress: bool, dry_ru
             encoding=request.encoding, tiles_in_flight=request.tiles_in_flight,
             tiles=None if request.tile_filter is None else list(request.tile_filter),
             flop_rate_gflops=None if request.flop_rate is None else request.flop_rate / 1e9,
-            dry_run=dry_run, show_progress=progress, **cluster,
+            retry_broken=request.retry_broken, dry_run=dry_run, show_progress=progress, **cluster,
         )  # fmt: skip
+    except TilesFailedError as failure:
+        result = failure.summary
     except (ValueError, CatalogSearchError, RunLockedError, FileExistsError) as error:
         raise _fail(error) from None
     if dry_run:
@@ -191,6 +197,7 @@ def plan(
     max_cloud_cover: CloudOption = None,
     tile_size_m: TileSizeOption = 9900.0,
     tiles: TilesOption = None,
+    retry_broken: RetryBrokenOption = False,
     device: Annotated[
         str, typer.Option(help="Device of the measured model rate: cpu, cuda or auto.")
     ] = "auto",
@@ -212,7 +219,7 @@ def plan(
         catalog, catalog_url, aoi, bbox, start, end, dates, checkpoint, out_dir,
         s2_collection=s2_collection, max_cloud_cover=max_cloud_cover, tile_size_m=tile_size_m,
         tile_filter=None if tiles is None else tuple(t.strip() for t in tiles.split(",")),
-        flop_rate=None if flop_rate is None else flop_rate * 1e9,
+        flop_rate=None if flop_rate is None else flop_rate * 1e9, retry_broken=retry_broken,
     )  # fmt: skip
     try:
         result = plan_region(request, device).to_dict()

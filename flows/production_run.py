@@ -20,9 +20,9 @@ from flows.run_reporting import FlowReporter, publish_plan, publish_summary
 from flows.terminal import tile_bars
 from pipelines.cluster import ClusterConfig
 from pipelines.grid import aoi_geometry
-from pipelines.production import ProductionRequest, plan_region, run_region
+from pipelines.production import ProductionRequest, TilesFailedError, plan_region, run_region
 
-__all__ = ["plan_task", "produce_task", "production_run", "request_from_parameters"]
+__all__ = ["plan_task", "produce_task", "production_run", "published", "request_from_parameters"]
 
 
 @task(name="plan-region", task_run_name="plan-{request.catalog}", cache_policy=NO_CACHE)
@@ -38,11 +38,22 @@ def produce_task(
     show_progress: bool,
     items: dict[str, list[dict[str, Any]]] | None = None,
     summary_extra: dict[str, Any] | None = None,
+    lock_held: bool = False,
 ) -> dict[str, Any]:
     """The run's tiles on the cluster (several in flight), stores, summary."""
     with tile_bars(show_progress) as bars:
         reporter = FlowReporter(get_run_logger(), bars)
-        return run_region(request, cluster, reporter, items=items, summary_extra=summary_extra)
+        return run_region(request, cluster, reporter, items=items, summary_extra=summary_extra,
+                          lock_held=lock_held)  # fmt: skip
+
+
+def published(summary: dict[str, Any]) -> dict[str, Any]:
+    """Publish the summary; a run with failed tiles then ends as a failed flow run (so that
+    the Prefect UI, automations and deployments see it) after everything else was written."""
+    publish_summary(summary)
+    if summary["level3"]["failed"]:
+        raise TilesFailedError(summary)
+    return summary
 
 
 def request_from_parameters(
@@ -85,6 +96,7 @@ def production_run(
     n_workers: int | None = None,
     threads_per_worker: int = 2,
     flop_rate_gflops: float | None = None,
+    retry_broken: bool = False,
     dry_run: bool = False,
     show_progress: bool = False,
 ) -> dict[str, Any]:
@@ -104,6 +116,7 @@ def production_run(
         scheduler_address: an existing Dask scheduler; else a local cluster of
             ``cluster_kind`` (auto, cpu, cuda).
         flop_rate_gflops: the model's speed for the plan's estimate; default measured here.
+        retry_broken: also recompute complete tiles whose record lists broken assets.
         dry_run: plan only: publish the tiles, items, dates and estimated cost.
 
     Returns:
@@ -118,6 +131,7 @@ def production_run(
         tiles_in_flight=tiles_in_flight, tile_retries=tile_retries,
         tile_filter=None if tiles is None else tuple(tiles),
         flop_rate=None if flop_rate_gflops is None else flop_rate_gflops * 1e9,
+        retry_broken=retry_broken,
     )  # fmt: skip
     cluster = ClusterConfig(address=scheduler_address, kind=cluster_kind,  # type: ignore[arg-type]
                             n_workers=n_workers, threads_per_worker=threads_per_worker,
@@ -126,6 +140,4 @@ def production_run(
         plan = plan_task(request, "auto" if scheduler_address else cluster_kind)
         publish_plan(plan)
         return plan
-    summary = produce_task(request, cluster, show_progress)
-    publish_summary(summary)
-    return summary
+    return published(produce_task(request, cluster, show_progress))

@@ -7,6 +7,7 @@ Wiring only. A re-run resumes: tiles whose completion record matches are not com
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +15,13 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.production_run import produce_task
-from flows.run_reporting import publish_summary
+from flows.production_run import produce_task, published
 from flows.terminal import progress_bars
 from pipelines.cluster import ClusterConfig
 from pipelines.demo.region_request import simulated_region_request
 from pipelines.demo.simulated_catalog import open_or_write_simulated_catalog
 from pipelines.demo.stac_servers import create_server
-from pipelines.production import ProductionRequest, parse_dates, search_region
+from pipelines.production import ProductionRequest, check_request, parse_dates, search_region
 from pipelines.run_lock import RunLock
 from tamrf_xr.simulate import SimulationConfig
 
@@ -103,16 +103,20 @@ def regional_run(
     cluster = ClusterConfig(address=scheduler_address, n_workers=n_workers,
                             threads_per_worker=threads_per_worker,
                             dashboard_address=None)  # fmt: skip
+    # Every parameter is checked before anything is simulated (the catalog URL is known once
+    # the local server runs).
+    request = simulated_region_request(config, out, "http://127.0.0.1/not-served-yet", **options)
+    check_request(request, catalog=False)
     # The lock covers the simulation too: two demo runs on one directory would otherwise
-    # write the same product at once (run_region takes the same lock again, re-entrantly).
+    # write the same product at once.
     with RunLock(out):
         catalog = simulate_region(config_json, str(out / "simulated"), overwrite, show_progress)
         with create_server(catalog, backend=backend) as server:
             logger.info("serving %s at %s (%s)", catalog, server.url, backend)
-            request = simulated_region_request(config, out, server.url, **options)
+            request = dataclasses.replace(request, catalog_url=server.url)
             items = query_catalog(request)
         # The temporary server is gone after the run: the summary points at the catalog file.
         summary = produce_task(request, cluster, show_progress, items,
-                               {"catalog": catalog, "backend": backend})  # fmt: skip
-    publish_summary(summary)
-    return summary
+                               {"catalog": catalog, "backend": backend},
+                               lock_held=True)  # fmt: skip
+    return published(summary)

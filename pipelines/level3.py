@@ -716,7 +716,8 @@ def write_tile(
     """Write one tile into the store, then its completion record.
 
     Safe to run for different tiles in several processes at once, and to repeat for a tile
-    (the chunks and the record are replaced).
+    (the chunks and the record are replaced: the old record goes first, so a rewrite that
+    fails half-way leaves the tile missing, never complete with mixed chunks).
 
     Args:
         path: a store made by :func:`create_store`.
@@ -752,6 +753,7 @@ def write_tile(
         None if callable(provenance) else _json_value(dict(provenance or {}), "provenance")
     )
     zarr_format = definition.config.zarr_format
+    _withdraw_tile(path, definition, tile)
     data.to_zarr(
         path,
         region=definition.region(tile),
@@ -931,24 +933,46 @@ def _band_quantity(name: str) -> str:
     return next(band.quantity for band in BANDS if band.name == name)
 
 
-def _fsync_tile_chunks(path: Path, definition: Level3Definition, tile: GridTile) -> None:
-    """Flush the tile's chunk files to disk, so that its record never outlives its data
-    in a machine crash (a process crash needs no flush)."""
+def _tile_chunk_files(path: Path, definition: Level3Definition, tile: GridTile) -> list[Path]:
+    """The files that hold the tile's chunks (existing or not), in every array."""
     group = zarr.open_group(path, mode="r", zarr_format=definition.config.zarr_format)
     region = definition.region(tile)
     px = definition.spec.tile_px
     j, i = region["y"].start // px, region["x"].start // px
     n_time_chunks = -(-len(definition.times) // definition.config.time_chunk)
+    files = []
     for name in (*_BAND_NAMES, *QUALITY_VARIABLES):
         array = group[name]  # its metadata encodes v2 (t.j.i) or v3 (c/t/j/i) chunk keys
         if len(array.shape) == 3:
             keys = [array.metadata.encode_chunk_key((t, j, i)) for t in range(n_time_chunks)]
         else:
             keys = [array.metadata.encode_chunk_key((j, i))]
-        for key in keys:
-            chunk = path / name / key
-            if chunk.exists():  # all-NaN chunks are not written
-                _fsync(chunk)
+        files += [path / name / key for key in keys]
+    return files
+
+
+def _fsync_tile_chunks(path: Path, definition: Level3Definition, tile: GridTile) -> None:
+    """Flush the tile's chunk files to disk, so that its record never outlives its data
+    in a machine crash (a process crash needs no flush)."""
+    for chunk in _tile_chunk_files(path, definition, tile):
+        if chunk.exists():  # all-NaN chunks are not written
+            _fsync(chunk)
+
+
+def _withdraw_tile(path: Path, definition: Level3Definition, tile: GridTile) -> None:
+    """Before a tile is (re)written: remove its completion record (the commit file first,
+    flushed), then its old chunks. A rewrite that fails half-way then leaves a tile without
+    a record (missing, computed again), never old and new chunks under an old record; and
+    chunks the new data leave unwritten (all NaN) do not keep old values."""
+    record = path / _COMPLETED / tile.tile_id
+    commit = record / _ATTRIBUTES_FILE[definition.config.zarr_format]
+    if commit.exists():
+        commit.unlink()
+        _fsync(record)
+    if record.exists():
+        shutil.rmtree(record)
+    for chunk in _tile_chunk_files(path, definition, tile):
+        chunk.unlink(missing_ok=True)
 
 
 def _write_record(path: Path, tile: GridTile, provenance: dict, zarr_format: _ZarrFormat) -> Path:

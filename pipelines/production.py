@@ -24,6 +24,7 @@ model, output directory) and a cluster, and:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -35,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from shapely.geometry import box, mapping
 
 import tamrf_xr
@@ -61,6 +63,7 @@ from tamrf_xr.inference.throughput import measured_flop_rate
 
 __all__ = [
     "ProductionRequest",
+    "TilesFailedError",
     "check_request",
     "parse_dates",
     "plan_region",
@@ -70,6 +73,22 @@ __all__ = [
 ]
 
 UNTRAINED_MODEL_DIR = "models/untrained-s1t3"
+_CKPT_MAGIC = (b"PK\x03\x04", b"\x80")
+"""A PyTorch checkpoint is a zip archive (torch >= 1.6) or a pickle (older)."""
+
+
+class TilesFailedError(RuntimeError):
+    """Some tiles failed; the others were written. ``summary`` is the run summary (already
+    in ``run-summary.json``); a re-run retries the failed tiles."""
+
+    def __init__(self, summary: dict[str, Any]) -> None:
+        failed = summary["level3"]["failed"]
+        super().__init__(
+            f"{len(failed)} tile(s) failed: "
+            + "; ".join(f"{f['tile']}: {f['error']}" for f in failed)
+            + ". The other tiles are written; re-run the same command to retry the failed ones"
+        )
+        self.summary = summary
 
 
 @dataclass(frozen=True)
@@ -114,6 +133,9 @@ class ProductionRequest:
     """Only these tile ids (an allow-list); None: every tile of the AOI."""
     flop_rate: float | None = None
     """FLOP/s of the model on the run's device, for plans; None: measured."""
+    retry_broken: bool = False
+    """Also recompute complete tiles whose record lists broken assets (read as missing then;
+    by default such a tile is complete, its record and the summary say what was missing)."""
     extra_provenance: Mapping[str, Any] = field(default_factory=dict)
     """More facts for the stores' provenance (e.g. the simulated region of the demo)."""
 
@@ -144,6 +166,8 @@ class ProductionRequest:
             raise ValueError("give clip_to and clip_epsg together")
         if self.tiles_in_flight < 1 or self.tile_retries < 0:
             raise ValueError("tiles_in_flight must be >= 1 and tile_retries >= 0")
+        if self.flop_rate is not None and not self.flop_rate > 0:
+            raise ValueError(f"flop_rate={self.flop_rate}: give a positive rate (GFLOP/s)")
         GridSpec(tile_size_m=self.tile_size_m)  # not a multiple of 30 m: ValueError
         Level3Config(encoding=self.encoding)  # type: ignore[arg-type]
         InferenceConfig(chunk_px=self.chunk_px)
@@ -227,7 +251,8 @@ def _check_checkpoint(checkpoint: str) -> None:
                 raise ValueError("no model.safetensors or no weights_sha256 in config.json")
         else:
             with open(path, "rb") as stream:
-                stream.read(1)
+                if not stream.read(4).startswith(_CKPT_MAGIC):
+                    raise ValueError("not a PyTorch checkpoint (neither a zip nor a pickle)")
     except (OSError, ValueError) as error:
         raise ValueError(
             f"checkpoint {path} is not readable as a model ({error}): give a directory "
@@ -347,7 +372,9 @@ def _store_path(out_dir: Path, epsg: int) -> Path:
     return out_dir / "level3" / f"{epsg}.zarr"
 
 
-def _with_status(plans: list[TilePlan], keys: Mapping[str, str], out_dir: Path) -> list[TilePlan]:
+def _with_status(
+    plans: list[TilePlan], keys: Mapping[str, str], out_dir: Path, retry_broken: bool
+) -> list[TilePlan]:
     """Plans with ``status`` from the completion records already in the stores."""
     records: dict[str, dict[str, Any]] = {}
     for epsg in sorted({p.tile.epsg for p in plans}):
@@ -361,10 +388,12 @@ def _with_status(plans: list[TilePlan], keys: Mapping[str, str], out_dir: Path) 
         record = records.get(plan.tile_id)
         if record is None:
             status = "new"
-        elif record.get("provenance", {}).get("cache_key") == keys[plan.tile_id]:
-            status = "done"
-        else:
+        elif record.get("provenance", {}).get("cache_key") != keys[plan.tile_id]:
             status = "recompute"
+        elif retry_broken and record["provenance"].get("broken_assets"):
+            status = "recompute"  # read again: the assets may be back
+        else:
+            status = "done"
         out.append(TilePlan(**{**plan.__dict__, "status": status}))
     return out
 
@@ -390,7 +419,7 @@ def _planned(
     model = None if checkpoint is None else _model_identity(checkpoint)
     parameters = _run_parameters(request, cube)
     keys = {p.tile_id: _cache_key(p, model, parameters) for p in plans}
-    return _with_status(plans, keys, request.out_dir), keys
+    return _with_status(plans, keys, request.out_dir, request.retry_broken), keys
 
 
 def _model_checkpoint(request: ProductionRequest, create: bool) -> tuple[Any, bool]:
@@ -426,6 +455,11 @@ def plan_region(
         rate, source = request.flop_rate, "configured"
     else:
         device = resolve_device(device)
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(
+                f"device {device!r}: this machine has no CUDA device to measure the model's "
+                "speed on; use --device cpu, or give the GPU's rate with --flop-rate GFLOPS"
+            )
         rate, source = measured_flop_rate(device), f"measured here on {device}"
     return RegionPlan(tuple(plans), tuple(request.output_dates()), rate, source, device,
                       {c: len(v) for c, v in items.items()})  # fmt: skip
@@ -477,17 +511,21 @@ def _create_stores(
     request: ProductionRequest, plan: RegionPlan, attrs: Mapping[str, Any]
 ) -> dict[int, Path]:
     """One Level-3 store per UTM zone of the plan (or the existing one, when it was made with
-    the same parameters: resume)."""
+    the same parameters: resume). A store holds every tile of the AOI in its zone, also
+    when ``tile_filter`` runs only some of them now, so that runs with and without the
+    filter share it."""
     config = Level3Config(encoding=request.encoding)  # type: ignore[arg-type]
+    every_tile = region_tiles(dataclasses.replace(request, tile_filter=None))
     stores = {}
     for epsg in sorted({p.tile.epsg for p in plan.tiles}):
-        tiles = [p.tile for p in plan.tiles if p.tile.epsg == epsg]
+        tiles = [t for t in every_tile if t.epsg == epsg]
         path = _store_path(request.out_dir.absolute(), epsg)
         stores[epsg] = create_store(path, tiles, plan.output_dates, config, attrs=attrs)
     return stores
 
 
 def _summary(
+    run_id: str,
     request: ProductionRequest,
     items: Mapping[str, Sequence[Mapping[str, Any]]],
     plan: RegionPlan,
@@ -504,6 +542,7 @@ def _summary(
                      for a in o.summary["broken_assets"]})  # fmt: skip
     return {
         "request": request.describe(),
+        "run_id": run_id,
         "catalog": request.url,
         "started": started.isoformat(timespec="seconds"),
         "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -549,6 +588,7 @@ def run_region(
     items: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
     produce: Callable[..., dict[str, Any]] | None = None,
     summary_extra: Mapping[str, Any] | None = None,
+    lock_held: bool = False,
 ) -> dict[str, Any]:
     """Produce the Level-3 stores of ``request`` (see the module docstring).
 
@@ -560,6 +600,8 @@ def run_region(
         items: the search result when already at hand (default: one search now).
         produce: the per-tile work (default :func:`produce_tile`; same signature).
         summary_extra: more entries for the summary (e.g. the demo's static catalog).
+        lock_held: the caller already holds ``out_dir``'s :class:`RunLock` (the demo flow,
+            which simulates into it first).
 
     Returns:
         The run summary, also written to ``out_dir/run-summary.json``. Failed tiles are in
@@ -574,10 +616,16 @@ def run_region(
     cluster = cluster or ClusterConfig(dashboard_address=None)
     produce = produce or produce_tile
     check_request(request, catalog=items is None)
-    items = search_region(request) if items is None else items
     out = request.out_dir.absolute()
+    lock = RunLock(out)
+    if not lock_held:
+        lock.ensure_free()  # before a search that may take minutes
+    items = search_region(request) if items is None else items
     started = dt.datetime.now(dt.UTC)
-    with RunLock(out):
+    # Broken-asset records per run: a later run that reads an asset fine again must not
+    # report it broken from an old record.
+    run_id = f"{started:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+    with contextlib.nullcontext() if lock_held else lock:
         cube = CubeConfig()
         checkpoint, untrained = _model_checkpoint(request, create=True)
         plans, keys = _planned(request, items, checkpoint, cube)
@@ -596,7 +644,7 @@ def run_region(
                 jobs = {epsg: TileJob(store=store, profile=request.profile,
                                       dates=plan.output_dates, model=model, cube=cube,
                                       inference=request.inference(), clip_to=request.clip_to,
-                                      broken_log=out / "broken-assets")
+                                      broken_log=out / "broken-assets" / run_id)
                         for epsg, store in stores.items()}  # fmt: skip
                 running.preload(model)
 
@@ -614,7 +662,8 @@ def run_region(
         for store in stores.values():
             consolidate(store)
         stac = write_level3_collection(list(stores.values()), out / "level3" / "stac")
-        summary = _summary(request, items, plan, outcomes, stores, stac, untrained, started)
+        summary = _summary(run_id, request, items, plan, outcomes, stores, stac, untrained,
+                           started)  # fmt: skip
         summary |= dict(summary_extra or {})
         _write_json(out / "run-summary.json", summary)
     return summary

@@ -19,7 +19,6 @@ import json
 import os
 import socket
 import sys
-import threading
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -27,11 +26,6 @@ from typing import IO, Any
 __all__ = ["LOCK_NAME", "RunLock", "RunLockedError"]
 
 LOCK_NAME = ".tamrf-run.lock"
-
-_HELD: dict[Path, int] = {}
-"""Locks this process holds, with their nesting depth: a flow that locks its output before
-simulating into it may call ``run_region``, which locks it again."""
-_HELD_GUARD = threading.Lock()
 
 
 class RunLockedError(RuntimeError):
@@ -45,7 +39,6 @@ class RunLock:
         self.out_dir = Path(out_dir)
         self.path = self.out_dir / LOCK_NAME
         self._stream: IO[str] | None = None
-        self._nested = False
 
     def holder(self) -> dict[str, Any]:
         """What the lock file says of its holder ({} when unreadable)."""
@@ -54,20 +47,36 @@ class RunLock:
         except (OSError, ValueError):
             return {}
 
-    def acquire(self) -> None:
-        """Take the lock or raise :class:`RunLockedError` naming the holder and the fix.
-        Re-entrant within a process (nested acquisitions are counted)."""
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        key = self.path.resolve()
-        with _HELD_GUARD:
-            if key in _HELD:
-                _HELD[key] += 1
-                self._nested = True
-                return
-            self._take()
-            _HELD[key] = 1
+    def ensure_free(self) -> None:
+        """Raise :class:`RunLockedError` when a live run holds the directory, without
+        creating anything (a quick check before slow work such as a continental search)."""
+        if not self.path.is_file():
+            return
+        with open(self.path) as stream:
+            try:
+                fcntl.flock(stream.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as error:
+                if error.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    raise
+                raise self._locked_error() from None
+            fcntl.flock(stream.fileno(), fcntl.LOCK_UN)
 
-    def _take(self) -> None:
+    def _locked_error(self) -> RunLockedError:
+        holder = self.holder()
+        who = (
+            f"pid {holder.get('pid')} on {holder.get('host')}, started {holder.get('started')}"
+            if holder
+            else "another process"
+        )
+        return RunLockedError(
+            f"{self.out_dir} is in use by another tamrf run ({who}): wait for it to "
+            "finish, or give this run another --out-dir. The lock is released "
+            "automatically when that process ends, even if it crashes."
+        )
+
+    def acquire(self) -> None:
+        """Take the lock or raise :class:`RunLockedError` naming the holder and the fix."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
         # "a+" never truncates: the holder's description stays readable until we own the lock.
         stream = open(self.path, "a+")  # noqa: SIM115 (held open for the run's duration)
         try:
@@ -76,17 +85,7 @@ class RunLock:
             stream.close()
             if error.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
                 raise
-            holder = self.holder()
-            who = (
-                f"pid {holder.get('pid')} on {holder.get('host')}, started {holder.get('started')}"
-                if holder
-                else "another process"
-            )
-            raise RunLockedError(
-                f"{self.out_dir} is in use by another tamrf run ({who}): wait for it to "
-                "finish, or give this run another --out-dir. The lock is released "
-                "automatically when that process ends, even if it crashes."
-            ) from None
+            raise self._locked_error() from None
         stream.seek(0)
         stream.truncate()
         stream.write(
@@ -103,17 +102,9 @@ class RunLock:
         self._stream = stream
 
     def release(self) -> None:
-        key = self.path.resolve()
-        with _HELD_GUARD:
-            if self._nested:
-                self._nested = False
-                if key in _HELD:
-                    _HELD[key] -= 1
-                return
-            if self._stream is None:
-                return
-            _HELD.pop(key, None)
-            stream, self._stream = self._stream, None
+        if self._stream is None:
+            return
+        stream, self._stream = self._stream, None
         # The file stays (removing it would race with a waiting run that opened it); the
         # kernel lock is what counts.
         fcntl.flock(stream.fileno(), fcntl.LOCK_UN)

@@ -14,6 +14,7 @@ fill.
 
 from __future__ import annotations
 
+import logging
 import queue
 import time
 import traceback
@@ -27,6 +28,7 @@ from distributed.scheduler import KilledWorker
 
 __all__ = ["TRANSIENT_ERRORS", "RunReporter", "TileOutcome", "run_tiles"]
 
+LOG = logging.getLogger(__name__)
 Work = TypeVar("Work")
 
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -138,13 +140,18 @@ def run_tiles(
     attempts = _Attempts[Work](events, retries, backoff_s)
     outcomes: dict[str, TileOutcome] = {}
 
-    def deliver(event: tuple) -> None:
+    def report(method: str, *args: Any) -> None:
+        # A reporter that fails (the Prefect API unreachable, a closed terminal) must not
+        # stop the tiles: the completion records and the summary are what counts.
         if reporter is None:
             return
-        if event[0] == "started":
-            reporter.tile_started(event[1], event[2])
-        elif event[0] == "blocks":
-            reporter.tile_blocks(event[1], event[2], event[3])
+        try:
+            getattr(reporter, method)(*args)
+        except Exception:
+            LOG.warning("progress reporter failed in %s; the run goes on", method, exc_info=True)
+
+    def deliver(event: tuple) -> None:
+        report("tile_started" if event[0] == "started" else "tile_blocks", *event[1:])
 
     with ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="tamrf-tile") as pool:
         # The pool starts a tile only when a thread is free: at most in_flight are alive.
@@ -152,15 +159,20 @@ def run_tiles(
             pool.submit(attempts, key(entry), entry, produce): key(entry) for entry in work
         }
         pending = set(futures)
-        while pending:
-            finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-            while not events.empty():
-                deliver(events.get_nowait())
-            for future in finished:
-                outcome = future.result()  # _Attempts never raises an Exception
-                outcomes[outcome.tile_id] = outcome
-                if reporter is not None:
-                    reporter.tile_finished(outcome)
+        try:
+            while pending:
+                finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                while not events.empty():
+                    deliver(events.get_nowait())
+                for future in finished:
+                    outcome = future.result()  # _Attempts never raises an Exception
+                    outcomes[outcome.tile_id] = outcome
+                    report("tile_finished", outcome)
+        except BaseException:
+            # Ctrl-C or a fatal error: start no more tiles (those running finish their
+            # attempt, as threads cannot be killed; their records stay consistent).
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
         while not events.empty():
             deliver(events.get_nowait())
     return [outcomes[key(entry)] for entry in work]

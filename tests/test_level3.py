@@ -577,6 +577,35 @@ def test_resumed_store_has_the_bytes_of_an_uninterrupted_one(
     assert differing == []
 
 
+@BOTH_FORMATS
+def test_a_failed_rewrite_leaves_the_tile_missing_and_no_old_chunk_behind(
+    tmp_path: Path, zarr_format: int
+) -> None:
+    """Rewriting a complete tile (its inputs changed) withdraws its record first: a rewrite
+    that fails half-way leaves the tile missing, not complete over mixed chunks; and a chunk
+    the new data leave all NaN (not written) does not keep the old values."""
+    tile = TILES[0]
+    config = Level3Config(time_chunk=2, zarr_format=zarr_format)
+    store = create_store(tmp_path / "l3.zarr", TILES, TIMES, config, PROVENANCE)
+    write_tile(store, tile, fake_tile(tile, 1))
+    assert completed_tiles(store) == {tile.tile_id}
+
+    broken = fake_tile(tile, 2).chunk({"time": 2})
+    broken["S2_B8"] = broken["S2_B8"].where(broken.time < TIMES[4], np.inf)
+    with dask.config.set(scheduler="synchronous"), pytest.raises(ValueError, match="infinite"):
+        write_tile(store, tile, broken)
+    assert completed_tiles(store) == set(), "a half-written tile is not complete"
+    assert missing_tiles(store, [tile]) == [tile]
+
+    emptier = fake_tile(tile, 3)
+    emptier["S2_B4"] = emptier["S2_B4"].where(emptier.time > TIMES[1])  # dates 0-1 all NaN
+    write_tile(store, tile, emptier)
+    assert completed_tiles(store) == {tile.tile_id}
+    red = open_level3(store)["S2_B4"].isel(**region(tile))
+    assert np.isnan(red.values[:2]).all(), "no old values where the new tile has none"
+    assert np.isfinite(red.values[2:]).any()
+
+
 def _write_together(barrier, store: Path, tile: GridTile, dataset: xr.Dataset) -> None:
     barrier.wait(timeout=60)  # all four processes write at the same moment
     write_tile(store, tile, dataset)

@@ -5,6 +5,7 @@ resume, retries and failures, the output lock and the bad parameters."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import io
 import itertools
@@ -191,7 +192,7 @@ def test_a_second_run_skips_complete_tiles_and_redoes_a_missing_one(production, 
     victim = summary["level3"]["tiles"][0]
     before = completion_records(store)[summary["level3"]["tiles"][1]]["written_at"]
     shutil.rmtree(store / "completed" / victim)
-    third = tamrf(run_args(catalog_url, out))
+    third = tamrf(run_args(catalog_url, out, "--tiles", victim))  # the store is shared
     assert third.exit_code == 0, third.output
     resumed = json.loads((out / "run-summary.json").read_text())
     assert resumed["level3"]["produced_now"] == [victim]
@@ -298,6 +299,7 @@ def test_a_second_run_on_the_same_output_is_refused_while_the_first_lives(
         ({"--catalog-url": "dead"}, "cannot reach the STAC API"),
         ({"--checkpoint": "missing"}, "checkpoint"),
         ({"--checkpoint": "not-a-model"}, "is not readable as a model"),
+        ({"--checkpoint": "a-file"}, "not a PyTorch checkpoint"),
         ({"--out-dir": "under-a-file"}, "not writable"),
         ({"--aoi": "empty.geojson", "--bbox": None}, "has no features"),
         ({"--tile-size-m": "100"}, "multiple of 30"),
@@ -316,6 +318,7 @@ def test_bad_parameters_are_rejected_up_front_with_nothing_written(
         "missing": str(tmp_path / "no-such-checkpoint"),
         "not-a-model": str(tmp_path / "not-a-model"),
         "under-a-file": str(tmp_path / "a-file" / "out"),
+        "a-file": str(tmp_path / "a-file"),
         "empty.geojson": str(tmp_path / "empty.geojson"),
     }
     args = run_args(catalog_url, out)
@@ -339,6 +342,7 @@ def test_a_tile_whose_inputs_changed_is_planned_for_recomputing(production, cata
     """The cache key follows the inputs: an item reprocessed since the run (a new `updated`)
     marks the tiles it reaches `recompute`, the others stay `done`."""
     from flows.cli_production import production_request
+    from pipelines.level3 import completion_records
     from pipelines.production import plan_region, search_region
 
     out, _, _ = production
@@ -348,6 +352,13 @@ def test_a_tile_whose_inputs_changed_is_planned_for_recomputing(production, cata
     )  # fmt: skip
     items = search_region(request)
     assert {t.status for t in plan_region(request, items=items).tiles} == {"done"}
+    # Tiles whose record lists a broken asset are complete, unless asked to read them again.
+    again = plan_region(dataclasses.replace(request, retry_broken=True), items=items)
+    with_broken = {t for t, r in completion_records(next((out / "level3").glob("*.zarr"))).items()
+                   if r["provenance"]["broken_assets"]}  # fmt: skip
+    assert with_broken and {t.tile_id for t in again.tiles if t.status == "recompute"} == (
+        with_broken
+    )
     landsat = items["landsat-c2-l2"]
     landsat[0] = {**landsat[0], "properties": {**landsat[0]["properties"],
                                                "updated": "2030-01-01T00:00:00Z"}}  # fmt: skip

@@ -13,7 +13,7 @@ from run_recorder import Recorder
 from shapely.geometry import box, mapping
 
 from pipelines.grid import GridSpec, aoi_geometry, tiles_for_aoi
-from pipelines.run_lock import RunLock
+from pipelines.run_lock import RunLock, RunLockedError
 from pipelines.tile_plan import plan_tiles
 from pipelines.tiles_in_flight import run_tiles
 from tamrf_xr.flops import forward_flops
@@ -117,15 +117,19 @@ def _locked_elsewhere(out) -> bool:
     return subprocess.run([sys.executable, "-c", code, str(out)]).returncode == 3
 
 
-def test_a_lock_is_exclusive_across_processes_and_reentrant_within_one(tmp_path):
+def test_a_lock_is_exclusive_and_its_probe_writes_nothing(tmp_path):
     out = tmp_path / "out"
     with RunLock(out) as lock:
         assert lock.holder()["pid"] > 0
         assert _locked_elsewhere(out)
-        with RunLock(out):  # a flow that locked its output calls run_region, which locks it
-            assert _locked_elsewhere(out)
-        assert _locked_elsewhere(out), "still held by the outer holder"
+        with pytest.raises(RunLockedError, match="in use by another tamrf run"):
+            RunLock(out).acquire()
+        with pytest.raises(RunLockedError, match="in use by another tamrf run"):
+            RunLock(out).ensure_free()
     assert not _locked_elsewhere(out)
+    RunLock(out).ensure_free()
+    RunLock(tmp_path / "new").ensure_free()
+    assert not (tmp_path / "new").exists(), "probing creates nothing"
 
 
 @pytest.mark.parametrize(
@@ -172,3 +176,33 @@ def test_production_modules_import_neither_the_demo_nor_the_simulator(repo_root)
                 names = [node.module]
             for name in names:
                 assert not name.startswith(forbidden), f"{path.name} imports {name}"
+
+
+def test_a_failing_reporter_does_not_stop_the_tiles():
+    class Broken(Recorder):
+        def tile_finished(self, outcome) -> None:
+            raise ConnectionError("the Prefect API is down")
+
+    outcomes = run_tiles([f"t{i}" for i in range(4)], lambda tile, progress: {}, str,
+                         in_flight=2, reporter=Broken())  # fmt: skip
+    assert [o.status for o in outcomes] == ["done"] * 4
+
+
+def test_an_interrupted_run_starts_no_more_tiles():
+    """Ctrl-C (here raised by the reporter, in the thread that waits) cancels the queued
+    tiles; the one running finishes its attempt."""
+    started: list[str] = []
+
+    class Interrupting(Recorder):
+        def tile_started(self, tile_id: str, attempt: int) -> None:
+            raise KeyboardInterrupt
+
+    def produce(tile: str, progress) -> dict:
+        started.append(tile)
+        time.sleep(0.3)
+        return {}
+
+    with pytest.raises(KeyboardInterrupt):
+        run_tiles([f"t{i}" for i in range(6)], produce, str, in_flight=1,
+                  reporter=Interrupting())  # fmt: skip
+    assert started == ["t0"]

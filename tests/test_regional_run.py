@@ -201,3 +201,14 @@ def test_a_demo_run_on_a_busy_output_is_refused_before_simulating(prefect_harnes
         with pytest.raises(RunLockedError, match=f"pid {holder.pid}"):
             regional_run(CONFIG.to_json(), str(out), tile_size_m=TILE_M)
         assert not (out / "simulated").exists(), "nothing simulated into a busy directory"
+
+
+def test_a_demo_run_with_a_bad_parameter_fails_before_simulating(prefect_harness, tmp_path):
+    from flows.regional_run import regional_run
+
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="does not exist"):
+        regional_run(CONFIG.to_json(), str(out), checkpoint=str(tmp_path / "no-checkpoint"))
+    with pytest.raises(ValueError, match="outside the period"):
+        regional_run(CONFIG.to_json(), str(out), dates="2030-01-01")
+    assert not (out / "simulated").exists(), "nothing simulated for a run that cannot go on"

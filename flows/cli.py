@@ -163,8 +163,14 @@ def run(
     only the tiles that are missing, failed or whose inputs changed."""
     import os
 
+    from pipelines.cluster import ClusterConfig
+
     # No telemetry from a machine that may have no internet (and nothing to report home).
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    try:
+        ClusterConfig(address=scheduler, kind=cluster, n_workers=workers)  # type: ignore[arg-type]
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
     if catalog is not None:
         from flows.cli_production import production_request, run_on_catalog
 
@@ -179,15 +185,20 @@ def run(
                            "n_workers": workers}  # fmt: skip
         run_on_catalog(request, cluster_options, progress, dry_run)
         return
-    if aoi is not None or bbox is not None or catalog_url is not None or dry_run:
+    catalog_only = {"--aoi": aoi, "--bbox": bbox, "--catalog-url": catalog_url,
+                    "--dry-run": dry_run or None, "--tiles": tiles,
+                    "--max-cloud-cover": max_cloud_cover, "--s2-collection": s2_collection,
+                    "--retry-broken": retry_broken or None}  # fmt: skip
+    given = [name for name, value in catalog_only.items() if value is not None]
+    if given:
         raise typer.BadParameter(
-            "--aoi, --bbox, --catalog-url and --dry-run need --catalog (a STAC catalog); "
-            "without --catalog, `tamrf run` runs the embedded demo"
+            f"{', '.join(given)} need(s) --catalog (a STAC catalog); without --catalog, "
+            "`tamrf run` runs the embedded demo"
         )
     _run_demo(
         out_dir, seed, lon, lat, size_px, start or "2022-01-01", end or "2022-12-31", backend,
         overwrite, progress, dates, checkpoint, tile_size_m, encoding, scheduler, workers,
-        tiles_in_flight,
+        tiles_in_flight, cluster,
     )  # fmt: skip
 
 
@@ -195,6 +206,7 @@ def _run_demo(
     out_dir: Path, seed: int, lon: float, lat: float, size_px: int, start: str, end: str,
     backend: str, overwrite: bool, progress: bool, dates: str, checkpoint: Path | None,
     tile_size_m: float, encoding: str, scheduler: str | None, workers: int, in_flight: int,
+    cluster: str,
 ) -> None:  # fmt: skip
     """The embedded demo: simulate, serve, run (the regional_run flow)."""
     from flows.cli_production import print_run_summary
@@ -211,7 +223,7 @@ def _run_demo(
             config.to_json(), str(out_dir), backend, overwrite, progress, dates=dates,
             checkpoint=None if checkpoint is None else str(checkpoint), tile_size_m=tile_size_m,
             encoding=encoding, scheduler_address=scheduler, n_workers=workers,
-            tiles_in_flight=in_flight,
+            tiles_in_flight=in_flight, cluster_kind=cluster,
         )  # fmt: skip
     except TilesFailedError as failure:
         summary = failure.summary

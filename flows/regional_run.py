@@ -76,6 +76,7 @@ def regional_run(
     threads_per_worker: int = 2,
     chunk_px: int = 480,
     tiles_in_flight: int = 2,
+    cluster_kind: str = "auto",
 ) -> dict[str, Any]:
     """Simulate a region into ``out_dir/simulated``, serve it, and produce its Level-3
     stores into ``out_dir/level3`` (one Zarr store per UTM zone + STAC collection).
@@ -100,7 +101,8 @@ def regional_run(
     options = {"dates": parse_dates(dates), "checkpoint": checkpoint, "tile_size_m": tile_size_m,
                "encoding": encoding, "chunk_px": chunk_px,
                "tiles_in_flight": tiles_in_flight}  # fmt: skip
-    cluster = ClusterConfig(address=scheduler_address, n_workers=n_workers,
+    cluster = ClusterConfig(address=scheduler_address, kind=cluster_kind,  # type: ignore[arg-type]
+                            n_workers=n_workers,
                             threads_per_worker=threads_per_worker,
                             dashboard_address=None)  # fmt: skip
     # Every parameter is checked before anything is simulated (the catalog URL is known once

@@ -44,6 +44,12 @@ class ClusterConfig:
     dashboard_address: str | None = ":0"
     """Local dashboard (``None`` disables it); ``:0`` picks a free port."""
 
+    def __post_init__(self) -> None:
+        if self.kind not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"cluster kind {self.kind!r}: use auto, cpu or cuda")
+        if self.n_workers is not None and self.n_workers < 1:
+            raise ValueError(f"n_workers={self.n_workers}: at least one worker")
+
 
 def gpu_count() -> int:
     """NVIDIA GPUs visible to this process, without initialising CUDA here."""
@@ -107,8 +113,6 @@ def start_cluster(config: ClusterConfig | None = None) -> Iterator[RunCluster]:
             # when this client has none.
             yield RunCluster(client, "auto", threads)
         return
-    if config.kind not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"cluster kind {config.kind!r}: use auto, cpu or cuda")
     gpus = gpu_count() if config.kind != "cpu" else 0
     if config.kind == "cuda" and not gpus:
         raise ValueError(

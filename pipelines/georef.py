@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import shapely
+import shapely.affinity
 import xarray as xr
 from pyproj import CRS, Transformer
 from shapely.geometry.base import BaseGeometry
 
 from tamrf_xr.grid import RasterGrid
 
-__all__ = ["grid_coords", "reproject_geometry", "with_grid_mapping"]
+__all__ = ["grid_coords", "reproject_geometry", "split_at_antimeridian", "with_grid_mapping"]
+
+_WORLD = shapely.box(-180.0, -90.0, 180.0, 90.0)
 
 
 def reproject_geometry(
@@ -25,6 +28,26 @@ def reproject_geometry(
         return np.column_stack([x, y])
 
     return shapely.transform(shapely.segmentize(geometry, max_segment), apply)
+
+
+def split_at_antimeridian(geometry: BaseGeometry) -> BaseGeometry:
+    """A lon/lat polygon reprojected from a UTM zone at the antimeridian has vertices on
+    both sides of +/-180 and, read naively, spans the whole globe. Such a geometry (wider than
+    180 degrees) is returned as the two parts on either side of the antimeridian (a
+    MultiPolygon, as GeoJSON requires); any other is returned unchanged."""
+    west, _, east, _ = geometry.bounds
+    if east - west <= 180.0:
+        return geometry
+
+    def unwrapped(xy: np.ndarray) -> np.ndarray:
+        return np.column_stack([np.where(xy[:, 0] < 0, xy[:, 0] + 360.0, xy[:, 0]), xy[:, 1]])
+
+    continuous = shapely.transform(geometry, unwrapped)  # longitudes 0..360
+    east_part = continuous.intersection(_WORLD)
+    west_part = shapely.affinity.translate(
+        continuous.intersection(shapely.box(180.0, -90.0, 540.0, 90.0)), xoff=-360.0
+    )
+    return shapely.union_all([east_part, west_part])
 
 
 def grid_coords(grid: RasterGrid) -> dict:

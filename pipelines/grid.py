@@ -19,7 +19,7 @@ import shapely.errors
 from shapely.geometry import box, mapping, shape
 from shapely.geometry.base import BaseGeometry
 
-from pipelines.georef import reproject_geometry
+from pipelines.georef import reproject_geometry, split_at_antimeridian
 from tamrf_xr.grid import RasterGrid
 
 __all__ = ["NEST_M", "GridSpec", "GridTile", "aoi_geometry", "tiles_for_aoi", "utm_zones"]
@@ -119,7 +119,8 @@ class GridTile:
 
     def lonlat_polygon(self) -> BaseGeometry:
         """The tile's outline in lon/lat."""
-        return reproject_geometry(box(*self.bounds), self.epsg, 4326, self.spec.tile_size_m / 20)
+        outline = reproject_geometry(box(*self.bounds), self.epsg, 4326, self.spec.tile_size_m / 20)
+        return split_at_antimeridian(outline)
 
 
 def aoi_geometry(aoi: dict | Iterable[float] | BaseGeometry) -> BaseGeometry:

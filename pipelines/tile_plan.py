@@ -28,7 +28,7 @@ from shapely.geometry import box, shape
 from shapely.geometry.base import BaseGeometry
 
 from pipelines.datacube import solar_date
-from pipelines.georef import reproject_geometry
+from pipelines.georef import reproject_geometry, split_at_antimeridian
 from pipelines.grid import GridTile
 from tamrf_xr.grid import RasterGrid
 from tamrf_xr.inference import InferenceConfig
@@ -156,7 +156,7 @@ def _outlines(grids: Sequence[RasterGrid]) -> np.ndarray:
         def to_lonlat(xy: np.ndarray, transformer: Transformer = transformer) -> np.ndarray:
             return np.column_stack(transformer.transform(xy[:, 0], xy[:, 1]))
 
-        outlines[index] = shapely.transform(boxes, to_lonlat)
+        outlines[index] = [split_at_antimeridian(o) for o in shapely.transform(boxes, to_lonlat)]
     return outlines
 
 
@@ -184,6 +184,7 @@ def search_area(tiles: Sequence[GridTile], margin_px: int) -> BaseGeometry:
         local = shapely.union_all([box(w - m, s - m, e + m, n + m)
                                    for w, s, e, n in (t.bounds for t in zone)])  # fmt: skip
         outline = reproject_geometry(local, epsg, 4326, zone[0].spec.tile_size_m / 4)
+        outline = split_at_antimeridian(outline)
         if shapely.get_num_coordinates(outline) > _MAX_SEARCH_VERTICES:
             outline = outline.convex_hull
         parts.append(outline)

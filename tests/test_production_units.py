@@ -4,6 +4,7 @@ output lock and the AOI checks."""
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import threading
 import time
@@ -206,3 +207,32 @@ def test_an_interrupted_run_starts_no_more_tiles():
         run_tiles([f"t{i}" for i in range(6)], produce, str, in_flight=1,
                   reporter=Interrupting())  # fmt: skip
     assert started == ["t0"]
+
+
+def test_tiles_at_the_antimeridian_search_and_take_items_on_both_sides():
+    """Zone-60 tiles east of 179.9 E reach past 180: their outlines and the search area are
+    split at the antimeridian (not a polygon around the globe), and an item just west of
+    180 W reaches them."""
+    from pipelines.search import SearchRequest
+    from pipelines.tile_plan import assign_items, search_area
+
+    tiles = tiles_for_aoi((179.8, -17.0, 180.0, -16.8), GridSpec())
+    area = search_area(tiles, 60)
+    assert area.geom_type == "MultiPolygon" and area.is_valid
+    assert area.area < 1.0, "two slivers, not a band around the globe"
+    day = dt.date(2022, 6, 1)
+    SearchRequest(collections=("x",), geometry=mapping(area), start=day, end=day)  # valid
+
+    def item(name: str, footprint) -> dict:  # fmt: skip
+        return {"id": name, "geometry": mapping(footprint), "bbox": list(footprint.bounds),
+                "properties": {"datetime": "2022-06-01T22:30:00Z"}}  # fmt: skip
+
+    across = item("across", box(-180.0, -17.0, -179.95, -16.8))
+    far = item("far", box(0.0, -17.0, 1.0, -16.8))
+    grids = [t.grid(margin_px=60) for t in tiles]
+    assigned = assign_items(grids, [across, far])
+    reached = [t for t, found in zip(tiles, assigned, strict=True) if found]
+    assert reached and all(i["id"] == "across" for found in assigned for i in found)
+    easternmost = max(t.column for t in tiles)
+    assert all(t.column == easternmost for t in reached), "only tiles that reach past 180"
+    assert len(reached) < len(tiles)

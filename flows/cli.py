@@ -140,7 +140,10 @@ def run(
     cluster: Annotated[
         str, typer.Option(help="Local cluster: auto (GPUs when present), cpu or cuda.")
     ] = "auto",
-    workers: Annotated[int, typer.Option(help="Local Dask worker processes (CPU).")] = 1,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Local Dask worker processes (CPU); default one per 2 cores."),
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option(help="Plan only (as `tamrf plan`), through the Prefect flow.")
     ] = False,
@@ -205,7 +208,7 @@ def run(
 def _run_demo(
     out_dir: Path, seed: int, lon: float, lat: float, size_px: int, start: str, end: str,
     backend: str, overwrite: bool, progress: bool, dates: str, checkpoint: Path | None,
-    tile_size_m: float, encoding: str, scheduler: str | None, workers: int, in_flight: int,
+    tile_size_m: float, encoding: str, scheduler: str | None, workers: int | None, in_flight: int,
     cluster: str,
 ) -> None:  # fmt: skip
     """The embedded demo: simulate, serve, run (the regional_run flow)."""
@@ -220,7 +223,9 @@ def _run_demo(
     config = _simulation_config(seed=seed, lon=lon, lat=lat, size_px=size_px, start=start, end=end)
     try:
         summary = regional_run(
-            config.to_json(), str(out_dir), backend, overwrite, progress, dates=dates,
+            str(out_dir), seed=config.seed, center_lon=config.center_lon,
+            center_lat=config.center_lat, size_px=size_px, start=config.start, end=config.end,
+            backend=backend, overwrite=overwrite, show_progress=progress, dates=dates,
             checkpoint=None if checkpoint is None else str(checkpoint), tile_size_m=tile_size_m,
             encoding=encoding, scheduler_address=scheduler, n_workers=workers,
             tiles_in_flight=in_flight, cluster_kind=cluster,

@@ -8,6 +8,7 @@ Wiring only. A re-run resumes: tiles whose completion record matches are not com
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +63,14 @@ def query_catalog(request: ProductionRequest) -> dict[str, list[dict[str, Any]]]
 
 @flow(name="tamrf-regional-run", log_prints=True)
 def regional_run(
-    config_json: str,
     out_dir: str,
+    seed: int = 0,
+    center_lon: float = 1.45,
+    center_lat: float = 43.60,
+    size_px: int = 240,
+    start: dt.date = dt.date(2022, 1, 1),
+    end: dt.date = dt.date(2022, 12, 31),
+    cloud_cover: float = 0.45,
     backend: str = "rustac",
     overwrite: bool = False,
     show_progress: bool = False,
@@ -72,7 +79,7 @@ def regional_run(
     tile_size_m: float = 9_900.0,
     encoding: str = "float32",
     scheduler_address: str | None = None,
-    n_workers: int = 1,
+    n_workers: int | None = None,
     threads_per_worker: int = 2,
     chunk_px: int = 480,
     tiles_in_flight: int = 2,
@@ -82,6 +89,8 @@ def regional_run(
     stores into ``out_dir/level3`` (one Zarr store per UTM zone + STAC collection).
 
     Args:
+        seed, center_lon, center_lat, size_px, start, end, cloud_cover: the simulated
+            region (a square of ``size_px`` 10 m pixels, a multiple of 6) and its period.
         dates: output dates: a cadence over the simulated period (``SMS``: 1st and 15th of
             each month, ``10D``...) or comma-separated ISO dates.
         checkpoint: model weights (ours or the authors' ``.ckpt``); default: an untrained
@@ -96,7 +105,9 @@ def regional_run(
     Prefect markdown artifact.
     """
     logger = get_run_logger()
-    config = SimulationConfig.from_json(config_json)
+    config = SimulationConfig(seed=seed, center_lon=center_lon, center_lat=center_lat,
+                              width_px=size_px, height_px=size_px, start=start, end=end,
+                              cloud_cover_mean=cloud_cover)  # fmt: skip
     out = Path(out_dir).absolute()
     options = {"dates": parse_dates(dates), "checkpoint": checkpoint, "tile_size_m": tile_size_m,
                "encoding": encoding, "chunk_px": chunk_px,
@@ -112,7 +123,8 @@ def regional_run(
     # The lock covers the simulation too: two demo runs on one directory would otherwise
     # write the same product at once.
     with RunLock(out):
-        catalog = simulate_region(config_json, str(out / "simulated"), overwrite, show_progress)
+        catalog = simulate_region(config.to_json(), str(out / "simulated"), overwrite,
+                                  show_progress)  # fmt: skip
         with create_server(catalog, backend=backend) as server:
             logger.info("serving %s at %s (%s)", catalog, server.url, backend)
             request = dataclasses.replace(request, catalog_url=server.url)

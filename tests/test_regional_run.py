@@ -15,9 +15,10 @@ from pipelines.demo.stac_servers import RustacServer, free_port
 from pipelines.search import CatalogSearchError, SearchRequest, search_items
 from tamrf_xr.simulate import SimulationConfig
 
-CONFIG = SimulationConfig(
-    seed=7, width_px=48, height_px=48, start=dt.date(2022, 5, 1), end=dt.date(2022, 5, 31)
-)
+REGION = {"seed": 7, "size_px": 48, "start": dt.date(2022, 5, 1), "end": dt.date(2022, 5, 31)}
+"""The demo flow's typed parameters of the simulated region."""
+CONFIG = SimulationConfig(seed=7, width_px=48, height_px=48, start=REGION["start"],
+                          end=REGION["end"])  # fmt: skip
 
 
 TILE_M = 300.0  # small output tiles: the 480 m region spans several
@@ -28,7 +29,7 @@ def first_run(prefect_harness, tmp_path_factory):
     from flows.regional_run import regional_run
 
     out = tmp_path_factory.mktemp("run")
-    summary = regional_run(CONFIG.to_json(), str(out), tile_size_m=TILE_M)
+    summary = regional_run(str(out), **REGION, tile_size_m=TILE_M)
     return out, summary
 
 
@@ -112,7 +113,7 @@ def test_an_interrupted_run_resumes_the_missing_tiles_to_the_same_bytes(first_ru
         group[name][:, region["y"], region["x"]] = 123  # half-written tile
     shutil.rmtree(store / "completed" / victim.tile_id)
 
-    again = regional_run(CONFIG.to_json(), str(copy), tile_size_m=TILE_M)
+    again = regional_run(str(copy), **REGION, tile_size_m=TILE_M)
     assert again["level3"]["produced_now"] == [victim.tile_id]
     assert chunk_bytes(store) == chunk_bytes(Path(summary["level3"]["store"]))
 
@@ -132,14 +133,13 @@ def test_second_run_reuses_the_product_and_other_config_is_refused(first_run):
     out, summary = first_run
     marker = out / "simulated" / "simulation.json"
     before = marker.stat().st_mtime_ns
-    again = regional_run(CONFIG.to_json(), str(out), tile_size_m=TILE_M)
+    again = regional_run(str(out), **REGION, tile_size_m=TILE_M)
     assert marker.stat().st_mtime_ns == before
     assert again["collections"] == summary["collections"]
     assert again["level3"]["produced_now"] == [], "every tile was complete"
 
-    other = SimulationConfig(**{**CONFIG.__dict__, "seed": 8})
     with pytest.raises(FileExistsError, match="--overwrite"):
-        regional_run(other.to_json(), str(out))
+        regional_run(str(out), **{**REGION, "seed": 8})
     assert marker.stat().st_mtime_ns == before  # nothing written over
 
 
@@ -199,7 +199,7 @@ def test_a_demo_run_on_a_busy_output_is_refused_before_simulating(prefect_harnes
     out = tmp_path / "out"
     with lock_holder(out) as holder:
         with pytest.raises(RunLockedError, match=f"pid {holder.pid}"):
-            regional_run(CONFIG.to_json(), str(out), tile_size_m=TILE_M)
+            regional_run(str(out), **REGION, tile_size_m=TILE_M)
         assert not (out / "simulated").exists(), "nothing simulated into a busy directory"
 
 
@@ -208,7 +208,7 @@ def test_a_demo_run_with_a_bad_parameter_fails_before_simulating(prefect_harness
 
     out = tmp_path / "out"
     with pytest.raises(ValueError, match="does not exist"):
-        regional_run(CONFIG.to_json(), str(out), checkpoint=str(tmp_path / "no-checkpoint"))
+        regional_run(str(out), **REGION, checkpoint=str(tmp_path / "no-checkpoint"))
     with pytest.raises(ValueError, match="outside the period"):
-        regional_run(CONFIG.to_json(), str(out), dates="2030-01-01")
+        regional_run(str(out), **REGION, dates="2030-01-01")
     assert not (out / "simulated").exists(), "nothing simulated for a run that cannot go on"

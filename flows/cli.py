@@ -175,13 +175,13 @@ def run(
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
     if catalog is not None:
-        from flows.cli_production import production_request, run_on_catalog
+        from flows.cli_production import production_request, run_on_catalog, tile_ids
 
         request = production_request(
             catalog, catalog_url, aoi, bbox, start, end, dates, checkpoint, out_dir,
             s2_collection=s2_collection, max_cloud_cover=max_cloud_cover,
             tile_size_m=tile_size_m, encoding=encoding, tiles_in_flight=tiles_in_flight,
-            tile_filter=None if tiles is None else tuple(t.strip() for t in tiles.split(",")),
+            tile_filter=tile_ids(tiles),
             retry_broken=retry_broken,
         )  # fmt: skip
         cluster_options = {"scheduler_address": scheduler, "cluster_kind": cluster,
@@ -212,7 +212,7 @@ def _run_demo(
     cluster: str,
 ) -> None:  # fmt: skip
     """The embedded demo: simulate, serve, run (the regional_run flow)."""
-    from flows.cli_production import print_run_summary
+    from flows.cli_production import fail, print_run_summary
     from flows.regional_run import regional_run
     from pipelines.production import TilesFailedError
     from pipelines.run_lock import RunLockedError
@@ -233,8 +233,7 @@ def _run_demo(
     except TilesFailedError as failure:
         summary = failure.summary
     except (FileExistsError, ValueError, CatalogSearchError, RunLockedError) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from None
+        raise fail(error) from None
     typer.echo(f"catalog: {summary['catalog']}")
     print_run_summary(summary, out_dir)
 

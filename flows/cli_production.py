@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-__all__ = ["plan", "print_run_summary", "production_request", "run_on_catalog"]
+__all__ = ["fail", "plan", "print_run_summary", "production_request", "run_on_catalog", "tile_ids"]
 
 CatalogOption = Annotated[
     str | None,
@@ -75,6 +75,11 @@ def _aoi(aoi: Path | None, bbox: str | None) -> tuple[list[float] | None, dict |
         raise ValueError(f"--aoi {aoi}: not a readable GeoJSON file ({error})") from None
 
 
+def tile_ids(text: str | None) -> tuple[str, ...] | None:
+    """``--tiles A,B`` as a tuple of tile ids (None: every tile)."""
+    return None if text is None else tuple(t.strip() for t in text.split(","))
+
+
 def production_request(
     catalog: str, catalog_url: str | None, aoi: Path | None, bbox: str | None,
     start: str | None, end: str | None, dates: str, checkpoint: Path | None, out_dir: Path,
@@ -93,10 +98,11 @@ def production_request(
             checkpoint=None if checkpoint is None else str(checkpoint), **options,
         )  # fmt: skip
     except ValueError as error:
-        raise _fail(error) from None
+        raise fail(error) from None
 
 
-def _fail(error: Exception) -> typer.Exit:
+def fail(error: Exception) -> typer.Exit:
+    """``error: ...`` on stderr, and the exit status 2 to raise (a run that cannot start)."""
     typer.echo(f"error: {error}", err=True)
     return typer.Exit(2)
 
@@ -112,7 +118,7 @@ def run_on_catalog(request: Any, cluster: dict[str, Any], progress: bool, dry_ru
     try:
         check_request(request, writing=not dry_run)
     except (ValueError, CatalogSearchError) as error:
-        raise _fail(error) from None
+        raise fail(error) from None
     described = request.describe()
     try:
         result = production_run(
@@ -129,7 +135,7 @@ def run_on_catalog(request: Any, cluster: dict[str, Any], progress: bool, dry_ru
     except TilesFailedError as failure:
         result = failure.summary
     except (ValueError, CatalogSearchError, RunLockedError, FileExistsError) as error:
-        raise _fail(error) from None
+        raise fail(error) from None
     if dry_run:
         from pipelines.tile_plan import format_plan
 
@@ -218,13 +224,13 @@ def plan(
     request = production_request(
         catalog, catalog_url, aoi, bbox, start, end, dates, checkpoint, out_dir,
         s2_collection=s2_collection, max_cloud_cover=max_cloud_cover, tile_size_m=tile_size_m,
-        tile_filter=None if tiles is None else tuple(t.strip() for t in tiles.split(",")),
+        tile_filter=tile_ids(tiles),
         flop_rate=None if flop_rate is None else flop_rate * 1e9, retry_broken=retry_broken,
     )  # fmt: skip
     try:
         result = plan_region(request, device).to_dict()
     except (ValueError, CatalogSearchError) as error:
-        raise _fail(error) from None
+        raise fail(error) from None
     typer.echo(format_plan(result))
     if json_path is not None:
         json_path.write_text(json.dumps(result, indent=2) + "\n")

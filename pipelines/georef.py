@@ -20,7 +20,8 @@ def reproject_geometry(
     geometry: BaseGeometry, src_epsg: int, dst_epsg: int, max_segment: float
 ) -> BaseGeometry:
     """``geometry`` from one CRS to another, edges first densified to ``max_segment`` (in
-    source units) so that straight edges stay where they are after reprojection."""
+    source units) so that straight edges stay where they are after reprojection. Also takes
+    a NumPy array of geometries (one vectorised reprojection for all of them)."""
     transformer = Transformer.from_crs(src_epsg, dst_epsg, always_xy=True)
 
     def apply(xy: np.ndarray) -> np.ndarray:

@@ -136,6 +136,7 @@ from pyproj import CRS
 from zarr.codecs import BloscCodec, ZstdCodec
 from zarr.errors import ZarrUserWarning
 
+from pipelines.atomic_json import write_json_atomically
 from pipelines.band_encoding import INT16_FILL, band_attrs, int16_encoding
 from pipelines.georef import grid_coords, with_grid_mapping
 from pipelines.grid import GridSpec, GridTile
@@ -990,7 +991,7 @@ def _write_record(path: Path, tile: GridTile, provenance: dict, zarr_format: _Za
     directory = path / _COMPLETED / tile.tile_id
     directory.mkdir(parents=True, exist_ok=True)
     for name, document in _group_documents({_RECORD_ATTR: record}, zarr_format).items():
-        _write_json_atomically(directory / name, document)
+        write_json_atomically(directory / name, document)
     _fsync(directory)
     return directory / _ATTRIBUTES_FILE[zarr_format]
 
@@ -1000,16 +1001,6 @@ def _group_documents(attributes: dict, zarr_format: _ZarrFormat) -> dict[str, di
     if zarr_format == 3:
         return {"zarr.json": {"zarr_format": 3, "node_type": "group", "attributes": attributes}}
     return {".zgroup": {"zarr_format": 2}, ".zattrs": attributes}
-
-
-def _write_json_atomically(target: Path, document: dict) -> None:
-    """Readers see no ``target``, the old one or the whole new one, never a part."""
-    temporary = target.with_name(f".{target.name.lstrip('.')}.{uuid.uuid4().hex}.tmp")
-    with open(temporary, "w") as stream:
-        json.dump(document, stream, indent=2)
-        stream.flush()
-        os.fsync(stream.fileno())
-    os.replace(temporary, target)
 
 
 # --------------------------------------------------------------- consolidated metadata
@@ -1059,7 +1050,7 @@ def _write_consolidated(path: Path, zarr_format: _ZarrFormat) -> Path:
     holder = document["consolidated_metadata"] if zarr_format == 3 else document
     entries = holder["metadata"].items()
     holder["metadata"] = dict(sorted(entries, key=lambda item: _node_rank(item[0], zarr_format)))
-    _write_json_atomically(path / name, document)
+    write_json_atomically(path / name, document)
     return path / name
 
 

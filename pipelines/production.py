@@ -40,6 +40,7 @@ import torch
 from shapely.geometry import box, mapping
 
 import tamrf_xr
+from pipelines.atomic_json import write_json_atomically
 from pipelines.catalogs import CatalogProfile, profile
 from pipelines.cluster import ClusterConfig, start_cluster
 from pipelines.datacube import CubeConfig
@@ -574,13 +575,6 @@ def _summary(
     }
 
 
-def _write_json(path: Path, document: Mapping[str, Any]) -> None:
-    """Readers see the old or the new file, never a part."""
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    temporary.write_text(json.dumps(document, indent=2) + "\n")
-    os.replace(temporary, path)
-
-
 def run_region(
     request: ProductionRequest,
     cluster: ClusterConfig | None = None,
@@ -665,5 +659,5 @@ def run_region(
         summary = _summary(run_id, request, items, plan, outcomes, stores, stac, untrained,
                            started)  # fmt: skip
         summary |= dict(summary_extra or {})
-        _write_json(out / "run-summary.json", summary)
+        write_json_atomically(out / "run-summary.json", summary)
     return summary

@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import shapely
-from pyproj import Transformer
 from shapely import STRtree
 from shapely.geometry import box, shape
 from shapely.geometry.base import BaseGeometry
@@ -148,15 +147,9 @@ def _outlines(grids: Sequence[RasterGrid]) -> np.ndarray:
     outlines = np.empty(len(grids), dtype=object)
     for epsg in sorted({g.epsg for g in grids}):
         index = [k for k, g in enumerate(grids) if g.epsg == epsg]
-        boxes = shapely.segmentize(
-            shapely.box(*np.array([grids[k].bounds for k in index]).T), 500.0
-        )
-        transformer = Transformer.from_crs(epsg, 4326, always_xy=True)
-
-        def to_lonlat(xy: np.ndarray, transformer: Transformer = transformer) -> np.ndarray:
-            return np.column_stack(transformer.transform(xy[:, 0], xy[:, 1]))
-
-        outlines[index] = [split_at_antimeridian(o) for o in shapely.transform(boxes, to_lonlat)]
+        boxes = shapely.box(*np.array([grids[k].bounds for k in index]).T)
+        outlines[index] = [split_at_antimeridian(o)
+                           for o in reproject_geometry(boxes, epsg, 4326, 500.0)]  # fmt: skip
     return outlines
 
 

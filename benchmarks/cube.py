@@ -24,10 +24,11 @@ The dask threaded scheduler and the rasterio thread pool get the same number of 
 (``--threads``, default 2; the reference machine has 2 cores). Unless ``--no-parts``, one more
 single-threaded cube pass (dask ``synchronous`` scheduler) runs with timers wrapped at run time
 around the asset reader (``pipelines.asset_reader.RecordingRioReader.read``: stackstac's open
-and WarpedVRT read), the masks (``pipelines.datacube.s2_invalid`` / ``landsat_invalid``) and
-the bicubic upsampling (``pipelines.datacube.upsample_bicubic``); "other" is the rest
-(scaling, same-day merge, stacking, cropping, validity, dask overhead). It is compared with
-the rasterio pass on 1 thread (best of ``--repeats``). No project file is modified.
+and the windowed or WarpedVRT read), the masks (``pipelines.datacube.s2_invalid`` /
+``landsat_invalid``) and the bicubic upsampling (``pipelines.datacube.upsample_bicubic``);
+"other" is the rest (scaling, same-day merge, stacking, cropping, validity, dask overhead).
+It is compared with the rasterio pass on 1 thread (best of ``--repeats``). No project file is
+modified.
 
 Usage::
 
@@ -295,28 +296,32 @@ def parts_pass(sensor: str, items: list[dict[str, Any]], grid: Any) -> dict[str,
 
 
 def cube_pixels_read(sensor: str, items: list[dict[str, Any]], grid: Any) -> int | None:
-    """Pixels the cube's readers produce: the grid grown by its halo, every asset key of
-    every item (missing assets too, as NaN). Uses private helpers of pipelines.datacube."""
+    """Pixels the cube's readers produce: each layer on the grid grown by its halo (S2: the
+    SCL's and the 20 m bands'; Landsat: the quality layers'), every asset key of every item
+    (missing assets too, as NaN). Uses private helpers of pipelines.datacube."""
     try:
         from pipelines import datacube
         from pipelines.catalogs import LOCAL
         from pipelines.grid import LANDSAT_FACTOR
         from tamrf_xr.bands import S2_BANDS
-        from tamrf_xr.resample import UPSAMPLE_HALO
 
         masks = datacube.CubeConfig().masks
         if sensor == "s2":
-            halo = datacube._halo_m(datacube._s2_halo_px(masks) + 2 * UPSAMPLE_HALO)
+            scl_halo, halo20 = datacube._s2_halos_m(masks)
             n10 = sum(b.native_resolution == 10.0 for b in S2_BANDS)
-            n20 = len(S2_BANDS) - n10 + 1  # + SCL
-            per_item = n10 * _area(grid.at(10.0).grown(halo)) + n20 * _area(
-                grid.at(20.0).grown(halo)
+            n20 = len(S2_BANDS) - n10
+            per_item = (
+                n10 * _area(grid.at(10.0))
+                + n20 * _area(grid.at(20.0).grown(halo20))
+                + _area(grid.at(20.0).grown(scl_halo))
             )
         else:
             halo = datacube._halo_m(
                 LANDSAT_FACTOR * (masks.landsat_fill_dilation_px + masks.landsat_dilation_px)
             )
-            per_item = len(LOCAL.landsat_asset_keys()) * _area(grid.at(30.0).grown(halo))
+            n_qa = 3  # QA_PIXEL, QA_RADSAT, QA_AEROSOL
+            n_bands = len(LOCAL.landsat_asset_keys()) - n_qa
+            per_item = n_bands * _area(grid.at(30.0)) + n_qa * _area(grid.at(30.0).grown(halo))
     except (ImportError, AttributeError):  # the private helpers moved: not reported
         return None
     return len(items) * per_item

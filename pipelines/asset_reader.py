@@ -20,16 +20,20 @@ import os
 import threading
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import dask.array as da
 import numpy as np
 import pystac
 import rasterio.errors
+import rasterio.io
 import stackstac
 import xarray as xr
-from rasterio.enums import Resampling
+from rasterio.enums import MaskFlags, Resampling
 from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
 from stackstac.rio_reader import (
     DEFAULT_GDAL_ENV,
     MULTITHREADED_DRIVER_ALLOWLIST,
@@ -94,15 +98,19 @@ class RecordingRioReader(AutoParallelRioReader):
     """stackstac's reader, turning any failure to open or read an asset into nodata + record,
     and warping so that a pixel's value does not depend on the grid it is read into.
 
-    Warped reads run in float32 (stackstac warps in the asset's integer type, so resampled DNs
-    were rounded, and the rounding flipped with the grid's origin and size: seams between
-    tiles) with XSCALE/YSCALE pinned to the true ratio of pixel sizes, which GDAL otherwise
-    estimates per request (its documented advice for reproducible output).
+    An asset on the grid's pixel lattice (same CRS and resolution, edges a whole number of
+    pixels apart) is read with a plain windowed read of the COG, NaN where the COG does not
+    cover the grid: warping it would copy the same pixels, only slower. Other assets are
+    warped in float32 (stackstac warps in the asset's integer type, so resampled DNs were
+    rounded, and the rounding flipped with the grid's origin and size: seams between tiles)
+    with XSCALE/YSCALE pinned to the true ratio of pixel sizes, which GDAL otherwise estimates
+    per request (its documented advice for reproducible output).
     """
 
     def __init__(self, *, broken_log_dir: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.broken_log_dir = broken_log_dir
+        self._lattice: _Lattice | None = None
 
     def _open(self):  # returns stackstac's private thread-safe dataset wrappers
         with self.gdal_env.open:
@@ -111,10 +119,9 @@ class RecordingRioReader(AutoParallelRioReader):
                 count = ds.count
                 ds.close()
                 raise RuntimeError(f"asset {self.url!r} has {count} bands; assets must have one")
-            on_grid = self.spec.vrt_params == {"crs": ds.crs.to_epsg(), "transform": ds.transform,
-                                               "height": ds.height, "width": ds.width}  # fmt: skip
+            self._lattice = _Lattice.of(ds, self.spec)
             vrt = None
-            if not on_grid:
+            if self._lattice is None:
                 extras = {}
                 if ds.crs.is_projected and ds.crs.linear_units in ("metre", "meter"):
                     x_res, y_res = self.spec.resolutions_xy
@@ -128,9 +135,13 @@ class RecordingRioReader(AutoParallelRioReader):
             return ThreadLocalRioDataset(self.gdal_env, ds, vrt=vrt)
         return SingleThreadedRioDataset(self.gdal_env, ds, vrt=vrt)
 
-    def read(self, window, **kwargs) -> np.ndarray:
+    def read(self, window: Window, **kwargs: Any) -> np.ndarray:
+        """(window.height, window.width) float32 of the grid's ``window``, NaN for no data."""
         try:
-            return super().read(window, **kwargs)
+            dataset = self.dataset  # opens the asset (and decides on the lattice) once
+            if self._lattice is None:
+                return super().read(window, **kwargs)
+            return self._lattice.read(dataset, window)
         except _ASSET_ERRORS as error:
             message = f"asset {self.url!r} is unreadable ({error}); its pixels are nodata"
             with _WARNED_LOCK:
@@ -148,6 +159,75 @@ class RecordingRioReader(AutoParallelRioReader):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(**state)
+
+
+@dataclass(frozen=True)
+class _Lattice:
+    """Where the grid sits on an asset that shares its pixel lattice, and how the asset's no
+    data is told apart."""
+
+    row: int
+    col: int
+    """The asset pixel under the grid's first pixel (negative when the grid starts outside)."""
+    height: int
+    width: int
+    nodata: float | None
+    """Compared with the float32 values; None: ask GDAL for the mask (see :meth:`of`)."""
+    masked: bool
+
+    @classmethod
+    def of(cls, ds: rasterio.io.DatasetReader, spec: Any) -> _Lattice | None:
+        """The lattice of ``ds`` if it is the grid's (``spec``: stackstac's RasterSpec), else
+        None (the asset is warped)."""
+        grid, own = spec.transform, ds.transform
+        if ds.crs is None or ds.crs.to_epsg() != spec.epsg:
+            return None
+        if own.b or own.d or grid.b or grid.d:  # rotated
+            return None
+        if not (_close(own.a, grid.a) and _close(own.e, grid.e)):
+            return None
+        col, row = (grid.c - own.c) / own.a, (grid.f - own.f) / own.e
+        if abs(col - round(col)) > _LATTICE_TOLERANCE or abs(row - round(row)) > _LATTICE_TOLERANCE:
+            return None
+        nodata, masked = ds.nodata, False
+        if np.dtype(ds.dtypes[0]) not in _EXACT_IN_FLOAT32 or (
+            nodata is not None and not float(nodata).is_integer()
+        ):
+            nodata, masked = None, True  # GDAL's own no-data rules (float tolerance, ranges)
+        elif nodata is None and MaskFlags.all_valid not in ds.mask_flag_enums[0]:
+            masked = True  # an internal mask band
+        return cls(round(row), round(col), ds.height, ds.width, nodata, masked)
+
+    def read(self, dataset: Any, window: Window) -> np.ndarray:
+        """The grid's ``window`` (rows, cols) as float32, NaN outside the asset and where it
+        has no data. ``dataset``: stackstac's thread-safe wrapper of the asset."""
+        rows, cols = int(window.height), int(window.width)
+        top, left = int(window.row_off) + self.row, int(window.col_off) + self.col
+        r0, r1 = max(top, 0), min(top + rows, self.height)
+        c0, c1 = max(left, 0), min(left + cols, self.width)
+        if r1 <= r0 or c1 <= c0:
+            return np.full((rows, cols), np.nan, np.float32)
+        source = Window(c0, r0, c1 - c0, r1 - r0)
+        data = dataset.read(window=source, indexes=1, out_dtype=np.float32, masked=self.masked)
+        if self.masked:
+            data = np.ma.filled(data, np.float32(np.nan))
+        elif self.nodata is not None:
+            data[data == np.float32(self.nodata)] = np.nan
+        if (r1 - r0, c1 - c0) == (rows, cols):
+            return data
+        out = np.full((rows, cols), np.nan, np.float32)
+        out[r0 - top : r1 - top, c0 - left : c1 - left] = data
+        return out
+
+
+_LATTICE_TOLERANCE = 1e-6
+"""Pixels: how far from a whole-pixel offset the two grids may be (rounding of the bounds)."""
+_EXACT_IN_FLOAT32 = {np.dtype(t) for t in ("uint8", "int8", "uint16", "int16")}
+"""Asset types whose values and no-data value compare exactly once read as float32."""
+
+
+def _close(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-9 * abs(b)
 
 
 class _ReaderFactory:
@@ -181,6 +261,7 @@ def read_assets(
     *,
     resampling: str = "nearest",
     chunk_px: int | None = None,
+    item_chunks: Sequence[int] | None = None,
     gdal_env: Mapping[str, str] | None = None,
     broken_log: BrokenAssetLog | None = None,
 ) -> xr.DataArray:
@@ -189,9 +270,13 @@ def read_assets(
     Args:
         items: STAC item dicts (see :func:`stac_item_dicts`), in the order wanted along time.
         assets: asset keys; an item without one of them reads as NaN for it.
-        grid: the output grid (every asset is warped onto it when its own grid differs).
+        grid: the output grid: an asset on its pixel lattice is read with windowed reads,
+            any other is warped onto it.
         resampling: ``nearest``, ``bilinear``, ``cubic`` or ``average``.
         chunk_px: spatial chunk size (default: the whole grid in one chunk).
+        item_chunks: items per chunk along ``item`` (summing to ``len(items)``), every asset
+            in one chunk: one read task per chunk, e.g. one per date. Default: one item per
+            chunk.
         gdal_env: GDAL options for opening the assets (e.g. requester pays).
         broken_log: where to record broken assets.
 
@@ -213,7 +298,7 @@ def read_assets(
         bounds=grid.bounds,
         snap_bounds=False,
         resampling=RESAMPLING[resampling],
-        chunksize=(1, 1, chunk_px or rows, chunk_px or cols),
+        chunksize=(1, len(assets), chunk_px or rows, chunk_px or cols),
         dtype=np.dtype("float32"),
         fill_value=np.float32(np.nan),
         rescale=False,
@@ -236,13 +321,15 @@ def read_assets(
         [c for c in stack.coords if c not in ("time", "band", "x", "y")]
     )
     stack = stack.reindex(time=ids, band=list(assets), fill_value=np.float32(np.nan))
+    # Reindexing keeps the chunks when nothing was left out; rechunking is then free.
+    data = da.asarray(stack.data).rechunk({0: tuple(item_chunks or (1,) * len(items)), 1: -1})
     y, x = grid.coords()
     hrefs = np.array(
         [[item.get("assets", {}).get(key, {}).get("href", "") for key in assets] for item in items],
         dtype=object,
     )
     return xr.DataArray(
-        stack.data,
+        data,
         dims=("item", "asset", "y", "x"),
         coords={
             "item": np.arange(len(items)),

@@ -17,23 +17,33 @@ From STAC items of one sensor to an ``xarray.Dataset`` on a 10 m
 
 Items of one sensor acquired the same (local solar) day, e.g. overlapping S2 tiles or adjacent
 Landsat rows, are merged into one date: each pixel comes from the first item (by time, then id)
-that has data there. The quality layers are read, merged and cleaned on a margin around the
-grid (the halo of the morphology and of the bicubic kernel), so that adjacent grids get the
-same values and masks as one large grid would.
+that has data there. Each layer is read on the grid grown by the halo its processing needs
+(the quality layers: the morphology's; S2 20 m bands: the bicubic kernel's; 10 m and Landsat
+bands: none), so that adjacent grids get the same values and masks as one large grid would.
+Assets on the grid's pixel lattice are read with plain windowed reads, others are warped (see
+:mod:`pipelines.asset_reader`); each date is one read task per group of layers and one task
+each for its merge, masks and observations.
 
-Only the date filter (``min_valid_fraction > 0``) reads anything when a cube is built, and it
-reads the quality layers alone; band data are read when the cube is computed.
+The quality layers (S2 SCL; Landsat QA_PIXEL, QA_RADSAT, QA_AEROSOL) are read and cleaned
+once per cube. Without the date filter (``min_valid_fraction`` 0) building a cube reads
+nothing; computing it reads every layer once, the masks serving ``valid`` and
+``clear_fraction`` alike. With the filter, building the cube reads the quality layers alone and
+keeps the masks (and the per-pixel choice of item for the merge) in memory, or on the workers
+of an active distributed client (``dask.persist``): the filter's clear fractions come from
+them, and computing the cube reads only the band data of the dates kept.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import dask
 import dask.array as da
 import numpy as np
 import pystac
@@ -146,33 +156,75 @@ def _groups(docs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[list
     return ordered, list(groups.values())
 
 
-def _merge(values: da.Array, has_data: da.Array, groups: list[list[int]]) -> da.Array:
-    """(item, ...) -> (date, ...): per pixel, the first item of the date with data there.
+def _per_date(kernel: Callable[..., np.ndarray], shape: tuple[int, ...], dtype: Any,
+              *arrays: da.Array) -> da.Array:  # fmt: skip
+    """(date, *shape): one task per date, ``kernel(*blocks)[None]`` on the date's blocks.
 
-    ``values`` is (item, band, y, x) or (item, y, x); ``has_data`` is (item, y, x).
+    Every array in ``arrays`` has one chunk per date along axis 0 (the date's items, or the
+    date itself) and one chunk along its other axes; ``kernel`` returns an array of ``shape``.
     """
-    merged = []
-    for group in groups:
-        out, covered = values[group[0]], has_data[group[0]]
-        for index in group[1:]:
-            take = covered if values.ndim == 3 else covered[None]
-            out = da.where(take, out, values[index])
-            covered = covered | has_data[index]
-        merged.append(out)
-    return da.stack(merged)
+    args: list[Any] = []
+    for n, array in enumerate(arrays):
+        args += [array, ("date", *(f"in{n}-{axis}" for axis in range(1, array.ndim)))]
+    out_axes = tuple(f"out-{axis}" for axis in range(len(shape)))
+    return da.blockwise(
+        functools.partial(_with_date_axis, kernel), ("date", *out_axes), *args,
+        new_axes=dict(zip(out_axes, shape, strict=True)), adjust_chunks={"date": 1},
+        align_arrays=False, concatenate=False, dtype=dtype,
+        meta=np.empty((0,) * (len(shape) + 1), dtype),
+    )  # fmt: skip
 
 
-def _scale(raw: da.Array, rules: list[list[ScalingRule]]) -> da.Array:
-    """(item, band, y, x) DNs -> float32 values with each item's rule for each band."""
-    scale = np.array([[r.scale for r in row] for row in rules], np.float32)[..., None, None]
-    offset = np.array([[r.offset for r in row] for row in rules], np.float32)[..., None, None]
-    nodata = np.array(
-        [[np.nan if r.nodata is None else r.nodata for r in row] for row in rules], np.float32
-    )[..., None, None]
-    return da.where(raw == nodata, np.float32(np.nan), raw * scale + offset).astype(np.float32)
+def _with_date_axis(kernel: Callable[..., np.ndarray], *blocks: Any) -> np.ndarray:
+    return kernel(*(_only_block(b) for b in blocks))[None]
 
 
-def _crop(array: da.Array, halo_px: int) -> da.Array:
+def _only_block(block: Any) -> np.ndarray:
+    """The block that blockwise passes in nested lists, one level per axis that the output
+    lacks: one block each here (concatenating them would copy every input)."""
+    while isinstance(block, list):
+        (block,) = block
+    return block
+
+
+def _first_with_data(has_data: np.ndarray) -> np.ndarray:
+    """(item, h, w) bool -> (h, w) uint8: per pixel, the first item of the date with data
+    there; the last item where none has (whose values, NaN or not, the date then shows)."""
+    first = np.argmax(has_data, axis=0).astype(np.uint8)  # argmax: the first True, else 0
+    first[~has_data.any(axis=0)] = has_data.shape[0] - 1
+    return first
+
+
+def _take(values: np.ndarray, source: np.ndarray) -> np.ndarray:
+    """(item, ..., h, w) -> (..., h, w): each pixel from the item ``source`` (h, w) names."""
+    if values.shape[0] == 1:
+        return values[0]
+    index = source.astype(np.intp).reshape(1, *(1,) * (values.ndim - 3), *source.shape)
+    return np.take_along_axis(values, index, axis=0)[0]
+
+
+def _scaling_table(rules: list[list[ScalingRule]], sizes: list[int]) -> da.Array:
+    """(item, band, 3) float32 scale, offset and no-data DN (NaN: none), chunked by date."""
+    table = np.array(
+        [[(r.scale, r.offset, np.nan if r.nodata is None else r.nodata) for r in row]
+         for row in rules], np.float32,
+    )  # fmt: skip
+    return da.from_array(table, chunks=(tuple(sizes), -1, -1))
+
+
+def _scale(raw: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """(item, band, h, w) DNs -> float32 ``DN * scale + offset``, NaN where DN is no data.
+
+    ``table`` is (item, band or 1, 3) (see :func:`_scaling_table`)."""
+    scale, offset, nodata = (table[..., i, None, None] for i in range(3))
+    values = np.multiply(raw, scale)
+    values += offset
+    values[raw == nodata] = np.nan
+    return values
+
+
+def _crop(array: np.ndarray, halo_px: int) -> np.ndarray:
+    """(..., h, w) -> (..., h - 2 halo_px, w - 2 halo_px), a view."""
     if halo_px == 0:
         return array
     return array[..., halo_px:-halo_px, halo_px:-halo_px]
@@ -299,7 +351,7 @@ def _drop_sparse_dates(ds: xr.Dataset, minimum: float) -> xr.Dataset:
     """Drop the dates whose clear fraction is below ``minimum``, recording each with a reason."""
     if minimum <= 0 or ds.sizes["time"] == 0:
         return ds
-    fractions = ds["clear_fraction"].values  # reads the quality layers only
+    fractions = ds["clear_fraction"].values  # from the masks persisted by _read_once
     keep = fractions >= minimum
     dropped = [
         {
@@ -336,6 +388,61 @@ def _s2_halo_px(masks: MaskConfig) -> int:
     return 2 * masks.s2_opening_px + 2 * masks.s2_closing_px + masks.s2_dilation_px
 
 
+def _s2_halos_m(masks: MaskConfig) -> tuple[float, float]:
+    """Halos (m) read around the grid: of the SCL (the morphology's reach, and at least the
+    20 m bands' halo, which the SCL's merge serves), and of the 20 m bands (the bicubic
+    kernel's). The 10 m bands need none: every step on them is per pixel."""
+    bands20 = _halo_m(2 * UPSAMPLE_HALO)
+    return max(_halo_m(_s2_halo_px(masks)), bands20), bands20
+
+
+def _s2_source(scl: np.ndarray) -> np.ndarray:
+    """(item, 1, h, w) SCL of a date's items -> (h, w) uint8: the item each 20 m pixel
+    comes from (SCL 0 is no data)."""
+    return _first_with_data(np.isfinite(scl[:, 0]) & (scl[:, 0] != 0))
+
+
+def _s2_clear(scl: np.ndarray, source: np.ndarray, *, masks: MaskConfig, halo10: int
+              ) -> np.ndarray:  # fmt: skip
+    """(item, 1, h, w) SCL at 20 m, (1, h, w) :func:`_s2_source` -> (2h - 2 halo10,
+    2w - 2 halo10) bool clear at 10 m (classes at 20 m, morphology at 10 m)."""
+    merged = np.nan_to_num(_take(scl[:, 0], source[0]), nan=0).astype(np.uint8)
+    return ~_crop(s2_invalid(merged, masks, factor=2), halo10)
+
+
+def _s2_observations(raw10: np.ndarray, raw20: np.ndarray, source20: np.ndarray,
+                     table: np.ndarray, *, halo20: int, scl_margin: int) -> np.ndarray:  # fmt: skip
+    """A date's reflectance, (band, H, W) float32 in model order, from its items' DNs:
+    ``raw10`` (item, 4, H, W) on the grid, ``raw20`` (item, 6, H/2 + 2 halo20, ...) on the
+    20 m grid grown by ``halo20`` pixels, ``source20`` (1, ...) (:func:`_s2_source`) on the
+    SCL's grid, ``scl_margin`` pixels wider, ``table`` (item, 1, 3) (:func:`_scale`).
+
+    10 m bands come from the first item with data in any of them; 20 m bands from the item
+    with SCL data, upsampled on the grid plus the bicubic kernel's reach (the outputs kept
+    never read the edge pixels that the upsampling repeats).
+    """
+    values10 = _scale(raw10, table)
+    merged10 = _take(values10, _first_with_data(np.isfinite(values10).any(axis=1)))
+    merged20 = _take(_scale(raw20, table), _crop(source20[0], scl_margin))
+    merged20 = _crop(merged20, halo20 - UPSAMPLE_HALO)
+    upsampled = _crop(upsample_bicubic(merged20, 2), 2 * UPSAMPLE_HALO)
+    out = np.empty((len(S2_BANDS), *merged10.shape[-2:]), np.float32)
+    by_resolution = {10.0: iter(merged10), 20.0: iter(upsampled)}
+    for i, band in enumerate(S2_BANDS):
+        out[i] = next(by_resolution[band.native_resolution])
+    return out
+
+
+def _read_once(config: CubeConfig, *arrays: da.Array) -> tuple[da.Array, ...]:
+    """``arrays`` (derived from the quality layers), persisted when the date filter is on:
+    the filter's clear fractions, the cube's ``valid`` and the merging of the date's items
+    then use the masks computed once (kept in memory, or on the workers of an active
+    distributed client), and the quality layers are never read again."""
+    if config.min_valid_fraction <= 0:
+        return arrays
+    return dask.persist(*arrays)
+
+
 def assemble_s2(
     items: Sequence[pystac.Item | Mapping[str, Any]],
     grid: RasterGrid,
@@ -365,8 +472,6 @@ def assemble_s2(
     docs = stac_item_dicts(items)
     keys = profile.s2_asset_keys()
     _check_items(docs, profile.s2_collections, keys, profile, "Sentinel-2")
-    bands_10 = [b for b in S2_BANDS if b.native_resolution == 10.0]
-    bands_20 = [b for b in S2_BANDS if b.native_resolution == 20.0]
     names = [b.name for b in S2_BANDS]
     rows, cols = grid.shape
     if not docs:
@@ -379,43 +484,34 @@ def assemble_s2(
         )  # fmt: skip
 
     ordered, groups = _groups(docs)
-    halo_m = _halo_m(_s2_halo_px(config.masks) + 2 * UPSAMPLE_HALO)
-    halo10 = round(halo_m / grid.resolution)
+    sizes = [len(g) for g in groups]
+    scl_halo_m, halo20_m = _s2_halos_m(config.masks)
     env = profile.gdal_env([d["assets"][keys["S2_B2"]]["href"] for d in ordered])
 
-    def read(band_keys: list[str], resolution: float, resampling: str) -> da.Array:
+    def read(resolution: float, halo_m: float, bands: list[str], resampling: str) -> da.Array:
+        """(item, band, y, x) DNs on the grid grown by ``halo_m``, one chunk per date."""
         return read_assets(
-            ordered, band_keys, grid.at(resolution).grown(halo_m), resampling=resampling,
-            gdal_env=env, broken_log=broken_log,
+            ordered, [keys[b] for b in bands], grid.at(resolution).grown(halo_m),
+            resampling=resampling, item_chunks=sizes, gdal_env=env, broken_log=broken_log,
         ).data  # fmt: skip
 
+    scl = read(20.0, scl_halo_m, ["SCL"], "nearest")
+    h20, w20 = scl.shape[-2:]
+    source20 = _per_date(_s2_source, (h20, w20), np.uint8, scl)
+    kernel = functools.partial(_s2_clear, masks=config.masks, halo10=round(scl_halo_m / 10.0))
+    clear = _per_date(kernel, (rows, cols), bool, scl, source20)
+    source20, clear = _read_once(config, source20, clear)
+
+    by_resolution = {r: [b.name for b in S2_BANDS if b.native_resolution == r] for r in (10, 20)}
     rules = [profile.s2_scaling(doc) for doc in ordered]
-    raw10 = read([keys[b.name] for b in bands_10], 10.0, config.s2_resampling)
-    raw20 = read([keys[b.name] for b in bands_20], 20.0, config.s2_resampling)
-    scl = read([keys["SCL"]], 20.0, "nearest")[:, 0]
-    values10 = _scale(raw10, [[r] * len(bands_10) for r in rules])
-    values20 = _scale(raw20, [[r] * len(bands_20) for r in rules])
-
-    has10 = da.isfinite(values10).any(axis=1)
-    has20 = da.isfinite(scl) & (scl != 0)
-    merged10 = _merge(values10, has10, groups)
-    merged20 = _merge(values20, has20, groups)
-    merged_scl = _merge(scl, has20, groups)
-
-    upsampled = merged20.map_blocks(
-        upsample_bicubic, 2, dtype=np.float32,
-        chunks=(*merged20.chunks[:2], tuple(2 * c for c in merged20.chunks[2]),
-                tuple(2 * c for c in merged20.chunks[3])),
+    observations = _per_date(
+        functools.partial(_s2_observations, halo20=round(halo20_m / 20.0),
+                          scl_margin=round((scl_halo_m - halo20_m) / 20.0)),
+        (len(names), rows, cols), np.float32,
+        read(10.0, 0.0, by_resolution[10], config.s2_resampling),
+        read(20.0, halo20_m, by_resolution[20], config.s2_resampling), source20,
+        _scaling_table([[r] for r in rules], sizes),
     )  # fmt: skip
-    scl10 = da.repeat(da.repeat(merged_scl, 2, axis=-2), 2, axis=-1)
-    invalid = scl10.map_blocks(
-        lambda block: s2_invalid(np.nan_to_num(block, nan=0).astype(np.uint8), config.masks),
-        dtype=bool,
-    )
-    by_name = {b.name: merged10[:, i] for i, b in enumerate(bands_10)}
-    by_name |= {b.name: upsampled[:, i] for i, b in enumerate(bands_20)}
-    observations = _crop(da.stack([by_name[n] for n in names], axis=1), halo10)
-    clear = _crop(~invalid, halo10)
     valid = clear & da.isfinite(observations).all(axis=1)
 
     records = _item_records(ordered, keys, [dict.fromkeys(names, r) for r in rules])
@@ -430,6 +526,32 @@ def assemble_s2(
 # ---------------------------------------------------------------------------------------------
 # Landsat
 # ---------------------------------------------------------------------------------------------
+
+
+def _landsat_source(qa: np.ndarray) -> np.ndarray:
+    """(item, 3, h, w) QA_PIXEL, QA_RADSAT, QA_AEROSOL of a date's items -> (h, w) uint8: the
+    item each pixel comes from (QA_PIXEL bit 0 is fill)."""
+    pixel = qa[:, 0]
+    return _first_with_data(np.isfinite(pixel) & (np.fmod(pixel, 2) == 0))
+
+
+def _landsat_clear(qa: np.ndarray, source: np.ndarray, *, masks: MaskConfig, halo30: int
+                   ) -> np.ndarray:  # fmt: skip
+    """(item, 3, h, w) quality layers, (1, h, w) :func:`_landsat_source` -> (h - 2 halo30,
+    w - 2 halo30) bool clear."""
+    merged = _take(qa, source[0])
+    pixel = np.nan_to_num(merged[0], nan=1).astype(np.uint16)  # no data = fill
+    radsat = np.nan_to_num(merged[1], nan=0).astype(np.uint16)
+    aerosol = np.nan_to_num(merged[2], nan=0).astype(np.uint8)
+    return ~_crop(landsat_invalid(pixel, radsat, aerosol, masks), halo30)
+
+
+def _landsat_observations(raw: np.ndarray, source: np.ndarray, table: np.ndarray, *,
+                          halo30: int) -> np.ndarray:  # fmt: skip
+    """A date's (band, H, W) float32 values from its items' (item, band, H, W) DNs on the
+    grid, each pixel from the item that ``source`` (1, H + 2 halo30, W + 2 halo30)
+    (:func:`_landsat_source`, on the quality layers' grid) names."""
+    return _take(_scale(raw, table), _crop(source[0], halo30))
 
 
 def assemble_landsat(
@@ -470,38 +592,33 @@ def assemble_landsat(
         )  # fmt: skip
 
     ordered, groups = _groups(docs)
+    sizes = [len(g) for g in groups]
     masks = config.masks
     halo_m = _halo_m(LANDSAT_FACTOR * (masks.landsat_fill_dilation_px + masks.landsat_dilation_px))
     halo30 = round(halo_m / resolution)
     env = profile.gdal_env([d["assets"][keys["LS_B1"]]["href"] for d in ordered])
-    spec = grid.at(resolution).grown(halo_m)
 
-    raw = read_assets(
-        ordered, [keys[n] for n in names], spec, resampling=config.landsat_resampling,
-        gdal_env=env, broken_log=broken_log,
-    ).data  # fmt: skip
-    qa_keys = ["QA_PIXEL", "QA_RADSAT", "QA_AEROSOL"]
-    qa = read_assets(
-        ordered, [keys.get(k, "qa_aerosol") for k in qa_keys], spec, resampling="nearest",
-        gdal_env=env, broken_log=broken_log,
-    ).data  # fmt: skip
+    def read(halo_m: float, asset_keys: list[str], resampling: str) -> da.Array:
+        """(item, asset, y, x) DNs on the grid grown by ``halo_m``, one chunk per date."""
+        return read_assets(
+            ordered, asset_keys, grid.at(resolution).grown(halo_m), resampling=resampling,
+            item_chunks=sizes, gdal_env=env, broken_log=broken_log,
+        ).data  # fmt: skip
+
+    # The quality layers are read with the halo of the mask's dilation; the bands need none.
+    qa_keys = [keys.get(k, "qa_aerosol") for k in ("QA_PIXEL", "QA_RADSAT", "QA_AEROSOL")]
+    qa = read(halo_m, qa_keys, "nearest")
+    source = _per_date(_landsat_source, qa.shape[-2:], np.uint8, qa)
+    kernel = functools.partial(_landsat_clear, masks=masks, halo30=halo30)
+    clear = _per_date(kernel, (rows, cols), bool, qa, source)
+    source, clear = _read_once(config, source, clear)
+
     rules = [profile.landsat_scaling(n) for n in names]
-    values = _scale(raw, [rules] * len(ordered))
-
-    qa_pixel = qa[:, 0]
-    has = da.isfinite(qa_pixel) & (da.fmod(qa_pixel, 2) == 0)  # bit 0: fill
-    merged = _merge(values, has, groups)
-    merged_qa = _merge(qa, has, groups)
-
-    def invalid_block(block: np.ndarray) -> np.ndarray:
-        pixel = np.nan_to_num(block[:, 0], nan=1).astype(np.uint16)  # no data = fill
-        radsat = np.nan_to_num(block[:, 1], nan=0).astype(np.uint16)
-        aerosol = np.nan_to_num(block[:, 2], nan=0).astype(np.uint8)
-        return landsat_invalid(pixel, radsat, aerosol, masks)
-
-    invalid = merged_qa.rechunk({1: 3}).map_blocks(invalid_block, drop_axis=1, dtype=bool)
-    observations = _crop(merged, halo30)
-    clear = _crop(~invalid, halo30)
+    observations = _per_date(
+        functools.partial(_landsat_observations, halo30=halo30), (len(names), rows, cols),
+        np.float32, read(0.0, [keys[n] for n in names], config.landsat_resampling), source,
+        _scaling_table([rules] * len(ordered), sizes),
+    )  # fmt: skip
     reflectance = [i for i, b in enumerate(LANDSAT_BANDS) if b.quantity != "temperature"]
     valid = clear & da.isfinite(observations[:, reflectance]).all(axis=1)
 

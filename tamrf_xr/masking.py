@@ -74,36 +74,78 @@ def _per_image(mask: np.ndarray, operation, radius: int) -> np.ndarray:
     """
     if radius == 0:
         return mask
+    if operation is ndimage.binary_opening:
+        return _open_or_close(mask, radius, closing=False)
+    if operation is ndimage.binary_closing:
+        return _open_or_close(mask, radius, closing=True)
     flat = mask.reshape(-1, *mask.shape[-2:])
-    if operation is ndimage.binary_dilation:
-        out = [_dilate_disk(m, radius) for m in flat]
-    else:
-        structure, pad = _disk(radius), 2 * radius
-        out = [
-            operation(np.pad(m, pad, mode="edge"), structure=structure)[pad:-pad, pad:-pad]
-            for m in flat
-        ]
+    out = [_dilate_disk(m, radius) for m in flat]
     return (np.stack(out) if out else flat).reshape(mask.shape)
 
 
-def s2_invalid(scl: np.ndarray, config: MaskConfig | None = None) -> np.ndarray:
-    """Invalid pixels of Sentinel-2 images from their SCL (at the SCL's resolution).
+def _shrink(mask: np.ndarray, radius: int, combine) -> np.ndarray:
+    """(..., H, W) -> (..., H - 2r, W - 2r): ``combine`` (``&``: erosion, ``|``: dilation)
+    over the disk of ``radius`` around each pixel that has the whole disk inside ``mask``.
+
+    These are the pixels where SciPy's erosion/dilation do not depend on its border value;
+    the disk is symmetric, so the reflection a dilation applies to it changes nothing.
+    """
+    rows, cols = mask.shape[-2] - 2 * radius, mask.shape[-1] - 2 * radius
+    offsets = np.argwhere(_disk(radius))
+    out = mask[..., offsets[0][0] : offsets[0][0] + rows, offsets[0][1] : offsets[0][1] + cols]
+    out = out.copy()
+    for dy, dx in offsets[1:]:
+        combine(out, mask[..., dy : dy + rows, dx : dx + cols], out=out)
+    return out
+
+
+def _open_or_close(mask: np.ndarray, radius: int, closing: bool) -> np.ndarray:
+    """``binary_opening`` / ``binary_closing`` by :func:`_disk` of each (..., H, W) image
+    padded by 2 x ``radius`` with its edge pixels, cropped back to (..., H, W).
+
+    Each step evaluates only the pixels unaffected by the padded image's border (the first
+    loses ``radius`` pixels each side, the second the rest of the padding), which are
+    exactly the pixels kept by the crop: the same result as SciPy on the padded image, with
+    one array operation per disk element for the whole stack of images.
+    """
+    widths = [(0, 0)] * (mask.ndim - 2) + [(2 * radius, 2 * radius)] * 2
+    padded = np.pad(mask, widths, mode="edge")
+    first, second = (np.logical_or, np.logical_and) if closing else (np.logical_and, np.logical_or)
+    return _shrink(_shrink(padded, radius, first), radius, second)
+
+
+def s2_invalid(scl: np.ndarray, config: MaskConfig | None = None, factor: int = 1) -> np.ndarray:
+    """Invalid pixels of Sentinel-2 images from their SCL.
+
+    The classes are decided per SCL pixel; with ``factor`` > 1 each class pixel then becomes
+    ``factor`` x ``factor`` mask pixels before the morphology (radii in mask pixels), which is
+    ``s2_invalid`` of the SCL repeated ``factor`` times along both axes, with 1 / factor² of
+    the classification work.
 
     Args:
         scl: (..., H, W) integer SCL codes.
+        config: classes and morphology.
+        factor: mask pixels per SCL pixel along each axis (2: a 20 m SCL, 10 m masks).
 
     Returns:
-        (..., H, W) bool, True where the pixel must not be used.
+        (..., H * factor, W * factor) bool, True where the pixel must not be used.
     """
     config = config or MaskConfig()
     codes = S2_INVALID_SCL + ((S2_SNOW_SCL,) if config.snow_is_invalid else ())
-    invalid = np.isin(scl, codes)
     nodata = scl == 0
-    cleaned = _per_image(invalid & ~nodata, ndimage.binary_opening, config.s2_opening_px)
+    invalid = np.isin(scl, codes) & ~nodata
+    if factor != 1:
+        invalid, nodata = (_repeat(m, factor) for m in (invalid, nodata))
+    cleaned = _per_image(invalid, ndimage.binary_opening, config.s2_opening_px)
     cleaned = _per_image(cleaned, ndimage.binary_closing, config.s2_closing_px)
     cleaned = _per_image(cleaned, ndimage.binary_dilation, config.s2_dilation_px)
     # No data stays invalid whatever the morphology did.
     return cleaned | nodata
+
+
+def _repeat(mask: np.ndarray, factor: int) -> np.ndarray:
+    """(..., H, W) -> (..., H * factor, W * factor), each pixel a factor x factor block."""
+    return np.repeat(np.repeat(mask, factor, axis=-2), factor, axis=-1)
 
 
 def landsat_invalid(

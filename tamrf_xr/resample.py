@@ -27,16 +27,38 @@ def _cubic_weights(t: np.ndarray, a: float) -> np.ndarray:
 
 
 def _upsample_axis(image: np.ndarray, factor: int, axis: int, a: float) -> np.ndarray:
+    """(..., n, ...) -> (..., n * factor, ...) along ``axis`` (negative).
+
+    Output pixel ``j = factor * i + p`` reads the taps ``floor(source_j) - 1 + k`` (k = 0..3);
+    for a given phase ``p`` that is ``i + floor(source_p) - 1 + k``, a shifted slice of the
+    input edge-padded by 2 (the padding repeats edge pixels as clipping the tap indices
+    would). Each phase is accumulated contiguously (0 + tap 0 + ... + tap 3, in float32, as a
+    gather would), then the phases are interleaved: slices instead of fancy indexing.
+    """
+    axis %= image.ndim
     n = image.shape[axis]
     source = (np.arange(n * factor, dtype=np.float64) + 0.5) / factor - 0.5
     floor = np.floor(source)
     weights = _cubic_weights(source - floor, a).astype(np.float32)
-    taps = np.clip(floor.astype(np.int64)[:, None] + np.arange(-1, 3)[None, :], 0, n - 1)
-    moved = np.moveaxis(image, axis, -1)
-    out = np.zeros((*moved.shape[:-1], n * factor), dtype=np.float32)
-    for k in range(4):
-        out += moved[..., taps[:, k]] * weights[:, k]
-    return np.moveaxis(out, -1, axis)
+    widths = [(0, 0)] * image.ndim
+    widths[axis] = (2, 2)
+    padded = np.pad(image, widths, mode="edge")
+    along = [1] * image.ndim
+    along[axis] = -1
+    product = np.empty(image.shape, np.float32)
+    phases = []
+    for phase in range(factor):
+        first = int(floor[phase]) + 1  # padded index of tap 0 of output ``phase``
+        total = np.zeros(image.shape, np.float32)
+        for k in range(4):
+            taps = [slice(None)] * image.ndim
+            taps[axis] = slice(first + k, first + k + n)
+            np.multiply(padded[tuple(taps)], weights[phase::factor, k].reshape(along), out=product)
+            total += product
+        phases.append(total)
+    shape = list(image.shape)
+    shape[axis] = n * factor
+    return np.stack(phases, axis=axis + 1).reshape(shape)
 
 
 def upsample_bicubic(image: np.ndarray, factor: int, a: float = BICUBIC_A) -> np.ndarray:

@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 from pyproj import Transformer
 
+from pipelines import asset_reader, datacube
 from pipelines.asset_reader import BrokenAssetLog, BrokenAssetWarning
 from pipelines.catalogs import LOCAL, PLANETARY_COMPUTER
 from pipelines.datacube import (
@@ -381,6 +382,64 @@ def test_assembly_is_lazy_and_the_date_filter_reads_quality_layers_only(
     # one warning per band file of the kept dates' items: the dropped dates are never read
     assert len(caught) == len(S2_BANDS) * int(cube.n_items.sum())
     assert np.isnan(cube.observations.values).all() and not cube.valid.values.any()
+
+
+@pytest.mark.parametrize(
+    "collection, assemble, kernel, quality",
+    [(S2_COLLECTION, assemble_s2, "s2_invalid", ("SCL.tif",)),
+     (LANDSAT_COLLECTION, assemble_landsat, "landsat_invalid",
+      ("_QA_PIXEL.TIF", "_QA_RADSAT.TIF", "_SR_QA_AEROSOL.TIF"))],
+)  # fmt: skip
+def test_the_date_filter_and_the_cube_read_and_mask_the_quality_layers_once(
+    north, north_items, monkeypatch: pytest.MonkeyPatch, collection, assemble, kernel, quality
+) -> None:
+    simulation, _ = north
+    docs = by_collection(north_items, collection)
+    grid = region_grid(simulation)
+    fractions = assemble(docs, grid, LOCAL, KEEP_ALL).clear_fraction.values
+    threshold = float(np.median(fractions[fractions > 0]))
+
+    masked, read = [], []
+    mask_kernel = getattr(datacube, kernel)
+    monkeypatch.setattr(datacube, kernel, lambda *a, **k: masked.append(1) or mask_kernel(*a, **k))
+    reader_read = asset_reader.RecordingRioReader.read
+
+    def counted_read(self, window, **kwargs):
+        read.append(self.url)
+        return reader_read(self, window, **kwargs)
+
+    monkeypatch.setattr(asset_reader.RecordingRioReader, "read", counted_read)
+    cube = assemble(docs, grid, LOCAL, CubeConfig(min_valid_fraction=threshold))
+    assert 0 < cube.sizes["time"] < len(fractions)
+    assert len(masked) == len(fractions), "the filter masks every date, once"
+    assert all(url.endswith(quality) for url in read), "building reads quality layers only"
+    cube = cube.compute()
+    assert len(masked) == len(fractions), "computing the cube reuses the filter's masks"
+    quality_reads = [url for url in read if url.endswith(quality)]
+    assert len(quality_reads) == len(set(quality_reads)) == len(docs) * len(quality)
+    np.testing.assert_array_equal(
+        cube.valid.values,
+        assemble(docs, grid, LOCAL, KEEP_ALL).valid.values[fractions >= threshold],
+    )
+
+
+def test_a_distributed_client_keeps_the_filters_masks_and_gives_the_same_cube(
+    north, north_items
+) -> None:
+    from distributed import Client, LocalCluster
+
+    simulation, _ = north
+    docs = by_collection(north_items, S2_COLLECTION)
+    grid, config = region_grid(simulation), CubeConfig(min_valid_fraction=0.2)
+    local = assemble_s2(docs, grid, LOCAL, config).compute(scheduler="threads")
+    cluster = LocalCluster(n_workers=1, threads_per_worker=2, dashboard_address=None)
+    with cluster, Client(cluster) as client:
+        cube = assemble_s2(docs, grid, LOCAL, config)
+        assert client.who_has(), "the filter's masks are kept on the workers"
+        cube = cube.compute()
+    assert cube.attrs["dropped_dates"] == local.attrs["dropped_dates"]
+    np.testing.assert_array_equal(cube.observations.values, local.observations.values)
+    np.testing.assert_array_equal(cube.valid.values, local.valid.values)
 
 
 def test_empty_series_gives_an_empty_cube(north) -> None:

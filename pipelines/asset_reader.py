@@ -24,16 +24,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import dask
 import dask.array as da
 import numpy as np
 import pystac
 import rasterio.errors
 import rasterio.io
-import stackstac
 import xarray as xr
+from rasterio import windows
 from rasterio.enums import MaskFlags, Resampling
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
+from stackstac.prepare import prepare_items
 from stackstac.rio_reader import (
     DEFAULT_GDAL_ENV,
     MULTITHREADED_DRIVER_ALLOWLIST,
@@ -42,6 +44,7 @@ from stackstac.rio_reader import (
     SingleThreadedRioDataset,
     ThreadLocalRioDataset,
 )
+from stackstac.to_dask import asset_table_to_reader_and_window
 
 from pipelines.catalogs import item_epsg
 from tamrf_xr.grid import RasterGrid
@@ -135,13 +138,18 @@ class RecordingRioReader(AutoParallelRioReader):
             return ThreadLocalRioDataset(self.gdal_env, ds, vrt=vrt)
         return SingleThreadedRioDataset(self.gdal_env, ds, vrt=vrt)
 
-    def read(self, window: Window, **kwargs: Any) -> np.ndarray:
-        """(window.height, window.width) float32 of the grid's ``window``, NaN for no data."""
+    def read(self, window: Window, out: np.ndarray | None = None, **kwargs: Any) -> np.ndarray:
+        """(window.height, window.width) float32 of the grid's ``window``, NaN for no data;
+        written into ``out`` (a float32 view of that shape, returned) if given."""
         try:
             dataset = self.dataset  # opens the asset (and decides on the lattice) once
-            if self._lattice is None:
-                return super().read(window, **kwargs)
-            return self._lattice.read(dataset, window)
+            if self._lattice is not None:
+                return self._lattice.read(dataset, window, out)
+            data = super().read(window, **kwargs)
+            if out is None:
+                return data
+            out[...] = data
+            return out
         except _ASSET_ERRORS as error:
             message = f"asset {self.url!r} is unreadable ({error}); its pixels are nodata"
             with _WARNED_LOCK:
@@ -152,7 +160,11 @@ class RecordingRioReader(AutoParallelRioReader):
                 LOG.warning(message)
             if self.broken_log_dir is not None:
                 BrokenAssetLog(self.broken_log_dir).record(self.url, str(error))
-            return np.full((int(window.height), int(window.width)), self.fill_value, self.dtype)
+            if out is None:
+                return np.full((int(window.height), int(window.width)), self.fill_value,
+                               self.dtype)  # fmt: skip
+            out.fill(self.fill_value)
+            return out
 
     def __getstate__(self) -> dict[str, Any]:
         return {**super().__getstate__(), "broken_log_dir": self.broken_log_dir}
@@ -198,25 +210,33 @@ class _Lattice:
             masked = True  # an internal mask band
         return cls(round(row), round(col), ds.height, ds.width, nodata, masked)
 
-    def read(self, dataset: Any, window: Window) -> np.ndarray:
+    def read(self, dataset: Any, window: Window, out: np.ndarray | None = None) -> np.ndarray:
         """The grid's ``window`` (rows, cols) as float32, NaN outside the asset and where it
-        has no data. ``dataset``: stackstac's thread-safe wrapper of the asset."""
+        has no data, read straight into ``out`` (a float32 view of that shape) if given.
+        ``dataset``: stackstac's thread-safe wrapper of the asset."""
         rows, cols = int(window.height), int(window.width)
+        if out is None:
+            out = np.empty((rows, cols), np.float32)
         top, left = int(window.row_off) + self.row, int(window.col_off) + self.col
         r0, r1 = max(top, 0), min(top + rows, self.height)
         c0, c1 = max(left, 0), min(left + cols, self.width)
         if r1 <= r0 or c1 <= c0:
-            return np.full((rows, cols), np.nan, np.float32)
+            out.fill(np.nan)
+            return out
         source = Window(c0, r0, c1 - c0, r1 - r0)
-        data = dataset.read(window=source, indexes=1, out_dtype=np.float32, masked=self.masked)
+        inner = out[r0 - top : r1 - top, c0 - left : c1 - left]
         if self.masked:
-            data = np.ma.filled(data, np.float32(np.nan))
-        elif self.nodata is not None:
-            data[data == np.float32(self.nodata)] = np.nan
-        if (r1 - r0, c1 - c0) == (rows, cols):
-            return data
-        out = np.full((rows, cols), np.nan, np.float32)
-        out[r0 - top : r1 - top, c0 - left : c1 - left] = data
+            data = dataset.read(window=source, indexes=1, out_dtype=np.float32, masked=True)
+            inner[...] = np.ma.filled(data, np.float32(np.nan))
+        else:
+            dataset.read(window=source, indexes=1, out=inner)
+            if self.nodata is not None:
+                np.copyto(inner, np.float32(np.nan), where=inner == np.float32(self.nodata))
+        # NaN beyond the asset: the rows above and below, the columns left and right.
+        out[: r0 - top].fill(np.nan)
+        out[r1 - top :].fill(np.nan)
+        out[r0 - top : r1 - top, : c0 - left].fill(np.nan)
+        out[r0 - top : r1 - top, c1 - left :].fill(np.nan)
         return out
 
 
@@ -238,6 +258,31 @@ class _ReaderFactory:
 
     def __call__(self, **kwargs: Any) -> RecordingRioReader:
         return RecordingRioReader(broken_log_dir=self.broken_log_dir, **kwargs)
+
+
+def _split(size: int, chunk: int | None) -> tuple[int, ...]:
+    """``size`` in chunks of ``chunk`` (the last one smaller); one chunk if None."""
+    if not chunk or chunk >= size:
+        return (size,)
+    return (chunk,) * (size // chunk) + ((size % chunk,) if size % chunk else ())
+
+
+def _read_block(table: np.ndarray, window: Window, spec: Any, resampling: Resampling,
+                gdal_env: Any, reader: _ReaderFactory) -> np.ndarray:  # fmt: skip
+    """(item, asset, window.height, window.width) float32 of a chunk of the asset table: each
+    asset read straight into its slice of the block (stackstac's readers: plain windowed
+    reads on the lattice, warps elsewhere, broken assets as NaN), NaN where there is none."""
+    readers = asset_table_to_reader_and_window(
+        table, spec, resampling, np.dtype("float32"), np.float32(np.nan), False, gdal_env, (),
+        reader,
+    )  # fmt: skip
+    out = np.empty((*table.shape, int(window.height), int(window.width)), np.float32)
+    for index, entry in np.ndenumerate(readers):
+        if entry and windows.intersect(window, entry[1]):
+            entry[0].read(window, out=out[index])
+        else:
+            out[index].fill(np.nan)
+    return out
 
 
 def stac_item_dicts(items: Sequence[pystac.Item | Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -275,8 +320,9 @@ def read_assets(
         resampling: ``nearest``, ``bilinear``, ``cubic`` or ``average``.
         chunk_px: spatial chunk size (default: the whole grid in one chunk).
         item_chunks: items per chunk along ``item`` (summing to ``len(items)``), every asset
-            in one chunk: one read task per chunk, e.g. one per date. Default: one item per
-            chunk.
+            in one chunk: one read task per chunk, e.g. one per date, reading each asset
+            straight into its slice of the block (stackstac plans the reads and provides the
+            readers; its chunk fill and copy are bypassed). Default: one item per chunk.
         gdal_env: GDAL options for opening the assets (e.g. requester pays).
         broken_log: where to record broken assets.
 
@@ -289,40 +335,45 @@ def read_assets(
     if not items:
         raise ValueError("no items to read")
     rows, cols = grid.shape
-    env = DEFAULT_GDAL_ENV.updated(always=dict(gdal_env or {}))
-    stack = stackstac.stack(
-        list(items),
-        assets=list(assets),
-        epsg=grid.epsg,
-        resolution=grid.resolution,
-        bounds=grid.bounds,
-        snap_bounds=False,
-        resampling=RESAMPLING[resampling],
-        chunksize=(1, len(assets), chunk_px or rows, chunk_px or cols),
-        dtype=np.dtype("float32"),
-        fill_value=np.float32(np.nan),
-        rescale=False,
-        sortby_date=False,
-        xy_coords="center",
-        properties=False,
-        band_coords=False,
-        gdal_env=env,
-        errors_as_nodata=(),
-        reader=_ReaderFactory(None if broken_log is None else str(broken_log.directory)),
-    )
-    if stack.shape[-2:] != (rows, cols):
-        raise RuntimeError(f"stackstac returned {stack.shape[-2:]} pixels, expected {(rows, cols)}")
-    # stackstac leaves out the assets no item has and the items with nothing on the grid: put
-    # them back as NaN so that callers always get the (item, asset) table they asked for.
     ids = [item["id"] for item in items]
     if len(set(ids)) != len(ids):
         raise ValueError("duplicate item ids: pass each item once")
-    stack = stack.assign_coords(time=stack["id"].values).drop_vars(
-        [c for c in stack.coords if c not in ("time", "band", "x", "y")]
-    )
-    stack = stack.reindex(time=ids, band=list(assets), fill_value=np.float32(np.nan))
-    # Reindexing keeps the chunks when nothing was left out; rechunking is then free.
-    data = da.asarray(stack.data).rechunk({0: tuple(item_chunks or (1,) * len(items)), 1: -1})
+    env = DEFAULT_GDAL_ENV.updated(always=dict(gdal_env or {}))
+    # stackstac plans the reads (each asset's URL and bounds, the grid's RasterSpec) ...
+    planned, spec, planned_assets, planned_items = prepare_items(
+        list(items), assets=list(assets), epsg=grid.epsg, resolution=grid.resolution,
+        bounds=grid.bounds, snap_bounds=False, rescale=False, dtype=np.dtype("float32"),
+    )  # fmt: skip
+    if spec.shape != (rows, cols):
+        raise RuntimeError(f"stackstac planned {spec.shape} pixels, expected {(rows, cols)}")
+    # ... leaving out the assets no item has and the items with nothing on the grid: they are
+    # put back (no URL: NaN) so that callers always get the (item, asset) table they asked for.
+    table = np.zeros((len(items), len(assets)), planned.dtype)
+    table["url"] = None
+    table["bounds"] = np.nan
+    table[np.ix_([ids.index(i["id"]) for i in planned_items],
+                 [list(assets).index(a) for a in planned_assets])] = planned  # fmt: skip
+    # ... and each task reads a chunk of items straight into its block (see _read_block).
+    chunks = (tuple(item_chunks or (1,) * len(items)), (len(assets),),
+              _split(rows, chunk_px), _split(cols, chunk_px))  # fmt: skip
+    table_dask = da.from_array(table, chunks=(chunks[0], -1), inline_array=True,
+                               name="asset-table-" + dask.base.tokenize(table))  # fmt: skip
+    reader = _ReaderFactory(None if broken_log is None else str(broken_log.directory))
+    blocks = []
+    row0 = 0
+    for height in chunks[2]:
+        line, col0 = [], 0
+        for width in chunks[3]:
+            line.append(table_dask.map_blocks(
+                _read_block, Window(col0, row0, width, height), spec, RESAMPLING[resampling],
+                env, reader, new_axis=[2, 3],
+                chunks=(chunks[0], chunks[1], (height,), (width,)), dtype=np.float32,
+                meta=np.empty((0, 0, 0, 0), np.float32),
+            ))  # fmt: skip
+            col0 += width
+        blocks.append(line)
+        row0 += height
+    data = blocks[0][0] if len(blocks) == len(blocks[0]) == 1 else da.block(blocks)
     y, x = grid.coords()
     hrefs = np.array(
         [[item.get("assets", {}).get(key, {}).get("href", "") for key in assets] for item in items],

@@ -410,6 +410,30 @@ def _s2_clear(scl: np.ndarray, source: np.ndarray, *, masks: MaskConfig, halo10:
     return ~_crop(s2_invalid(merged, masks, factor=2), halo10)
 
 
+_S2_10M = [i for i, b in enumerate(S2_BANDS) if b.native_resolution == 10]
+_S2_20M = [i for i, b in enumerate(S2_BANDS) if b.native_resolution == 20]
+
+
+def _runs(indices: list[int]) -> list[tuple[int, int]]:
+    """[3, 4, 5, 7, 8, 9] -> [(3, 6), (7, 10)]: runs of consecutive indices as slices."""
+    runs: list[tuple[int, int]] = []
+    for i in indices:
+        if runs and runs[-1][1] == i:
+            runs[-1] = (runs[-1][0], i + 1)
+        else:
+            runs.append((i, i + 1))
+    return runs
+
+
+def _scale_into(raw: np.ndarray, table: np.ndarray, out: np.ndarray) -> None:
+    """:func:`_scale` of one item's (band, h, w) DNs, ``table`` (band or 1, 3), into ``out``."""
+    scale, offset, nodata = (table[..., i, None, None] for i in range(3))
+    np.multiply(raw, scale, out=out)
+    out += offset
+    if not np.isnan(nodata).all():  # a NaN no-data value matches no DN
+        out[np.broadcast_to(raw == nodata, out.shape)] = np.nan
+
+
 def _s2_observations(raw10: np.ndarray, raw20: np.ndarray, source20: np.ndarray,
                      table: np.ndarray, *, halo20: int, scl_margin: int) -> np.ndarray:  # fmt: skip
     """A date's reflectance, (band, H, W) float32 in model order, from its items' DNs:
@@ -419,17 +443,25 @@ def _s2_observations(raw10: np.ndarray, raw20: np.ndarray, source20: np.ndarray,
 
     10 m bands come from the first item with data in any of them; 20 m bands from the item
     with SCL data, upsampled on the grid plus the bicubic kernel's reach (the outputs kept
-    never read the edge pixels that the upsampling repeats).
+    never read the edge pixels that the upsampling repeats). Each band is written straight
+    into the date's block (one item: scaled there; 20 m bands: upsampled there).
     """
-    values10 = _scale(raw10, table)
-    merged10 = _take(values10, _first_with_data(np.isfinite(values10).any(axis=1)))
+    out = np.empty((len(S2_BANDS), *raw10.shape[-2:]), np.float32)
+    if raw10.shape[0] == 1:
+        first = 0
+        for start, stop in _runs(_S2_10M):
+            _scale_into(raw10[0, first : first + stop - start], table[0], out[start:stop])
+            first += stop - start
+    else:
+        values10 = _scale(raw10, table)
+        out[_S2_10M] = _take(values10, _first_with_data(np.isfinite(values10).any(axis=1)))
     merged20 = _take(_scale(raw20, table), _crop(source20[0], scl_margin))
     merged20 = _crop(merged20, halo20 - UPSAMPLE_HALO)
-    upsampled = _crop(upsample_bicubic(merged20, 2), 2 * UPSAMPLE_HALO)
-    out = np.empty((len(S2_BANDS), *merged10.shape[-2:]), np.float32)
-    by_resolution = {10.0: iter(merged10), 20.0: iter(upsampled)}
-    for i, band in enumerate(S2_BANDS):
-        out[i] = next(by_resolution[band.native_resolution])
+    first = 0
+    for start, stop in _runs(_S2_20M):
+        upsample_bicubic(merged20[first : first + stop - start], 2, crop=2 * UPSAMPLE_HALO,
+                         out=out[start:stop])  # fmt: skip
+        first += stop - start
     return out
 
 

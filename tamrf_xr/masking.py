@@ -62,6 +62,8 @@ def _dilate_disk(mask: np.ndarray, radius: int) -> np.ndarray:
     the same whatever the radius, where the structuring element grows with its square."""
     if not mask.any():
         return mask.copy()
+    if mask.all():
+        return mask.copy()
     return ndimage.distance_transform_edt(~mask) <= radius
 
 

@@ -204,3 +204,72 @@ def test_s2_masks_from_the_20m_scl_equal_masks_of_the_repeated_scl() -> None:
         np.testing.assert_array_equal(
             s2_invalid(scl, config, factor=2), s2_invalid(repeated, config)
         )
+
+
+@pytest.mark.parametrize("factor", [2, 3, 4])
+def test_cropped_bicubic_into_out_is_bit_identical_to_cropping_the_reference(factor: int) -> None:
+    rng = np.random.default_rng(10 + factor)
+    for shape in [(2, 19, 23), (1, 5, 6), (3, 8, 8)]:
+        image = rng.normal(0.2, 0.3, shape).astype(np.float32)
+        image[0, 1:3, 2:4] = np.nan
+        image[-1, :, :3] = 0.0
+        image[-1, 0, :] = -0.0
+        expected_full = gathered_bicubic(image, factor)
+        for crop in range(0, 8):
+            if 2 * crop >= min(shape[-2:]) * factor:
+                continue
+            expected = expected_full[..., crop : shape[-2] * factor - crop,
+                                     crop : shape[-1] * factor - crop]  # fmt: skip
+            got = upsample_bicubic(image, factor, crop=crop)
+            np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32))
+            out = np.full((shape[0] + 2, *expected.shape[-2:]), 7.0, np.float32)
+            assert upsample_bicubic(image, factor, crop=crop, out=out[1:-1]) is not None
+            np.testing.assert_array_equal(out[1:-1].view(np.uint32), expected.view(np.uint32))
+            assert (out[[0, -1]] == 7.0).all(), "nothing written outside ``out``"
+    with pytest.raises(ValueError, match="crop"):
+        upsample_bicubic(np.zeros((4, 4), np.float32), 2, crop=4)
+
+
+def test_disk_dilation_of_full_and_empty_masks() -> None:
+    from tamrf_xr.masking import _dilate_disk
+
+    for value in (False, True):
+        mask = np.full((9, 11), value)
+        expected = ndimage.binary_dilation(mask, structure=_disk(3))
+        np.testing.assert_array_equal(_dilate_disk(mask, 3), expected)
+
+
+def reference_s2_observations(raw10, raw20, source20, table, *, halo20, scl_margin):
+    """The definition: scale every item, merge, upsample the whole 20 m block, crop, stack."""
+    from pipelines.datacube import _crop, _first_with_data, _scale, _take
+    from tamrf_xr.bands import S2_BANDS
+    from tamrf_xr.resample import UPSAMPLE_HALO
+
+    values10 = _scale(raw10, table)
+    merged10 = _take(values10, _first_with_data(np.isfinite(values10).any(axis=1)))
+    merged20 = _take(_scale(raw20, table), _crop(source20[0], scl_margin))
+    merged20 = _crop(merged20, halo20 - UPSAMPLE_HALO)
+    upsampled = _crop(gathered_bicubic(merged20, 2), 2 * UPSAMPLE_HALO)
+    by_resolution = {10.0: iter(merged10), 20.0: iter(upsampled)}
+    return np.stack([next(by_resolution[b.native_resolution]) for b in S2_BANDS])
+
+
+@pytest.mark.parametrize("items", [1, 2])
+@pytest.mark.parametrize("nodata", [np.nan, 0.0])
+def test_s2_observations_written_in_place_equal_the_definition(items: int, nodata: float) -> None:
+    from pipelines.datacube import _s2_observations
+
+    rng = np.random.default_rng(items)
+    rows, cols, halo20, scl_margin = 24, 30, 3, 2
+    raw10 = rng.integers(0, 5, (items, 4, rows, cols)).astype(np.float32)
+    raw20 = rng.integers(0, 5, (items, 6, rows // 2 + 2 * halo20,
+                                cols // 2 + 2 * halo20)).astype(np.float32)  # fmt: skip
+    raw10[rng.random(raw10.shape) < 0.1] = np.nan
+    raw20[rng.random(raw20.shape) < 0.05] = np.nan
+    shape20 = (1, raw20.shape[-2] + 2 * scl_margin, raw20.shape[-1] + 2 * scl_margin)
+    source20 = rng.integers(0, items, shape20).astype(np.uint8)
+    table = np.array([[(0.5, -1.0, nodata)]] * items, np.float32)  # -1 + 0.5 * 2 = 0: zeros
+    kwargs = {"halo20": halo20, "scl_margin": scl_margin}
+    got = _s2_observations(raw10, raw20, source20, table, **kwargs)
+    expected = reference_s2_observations(raw10, raw20, source20, table, **kwargs)
+    np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32))

@@ -133,6 +133,13 @@ def run(
             "class) or int16 (about 0.8 x the storage; plain xarray decodes it to float64)."
         ),
     ] = "float32",
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="Model arithmetic: auto (bf16 where the hardware runs it natively: GPUs, CPUs "
+            "with AMX or AVX512-BF16; else fp32), fp32, bf16 or fp16 (GPU)."
+        ),
+    ] = "auto",
     tiles_in_flight: Annotated[int, typer.Option(help="Tiles computed at once.")] = 2,
     scheduler: Annotated[
         str | None, typer.Option(help="Address of an existing Dask scheduler.")
@@ -180,8 +187,8 @@ def run(
         request = production_request(
             catalog, catalog_url, aoi, bbox, start, end, dates, checkpoint, out_dir,
             s2_collection=s2_collection, max_cloud_cover=max_cloud_cover,
-            tile_size_m=tile_size_m, encoding=encoding, tiles_in_flight=tiles_in_flight,
-            tile_filter=tile_ids(tiles),
+            tile_size_m=tile_size_m, encoding=encoding, precision=precision,
+            tiles_in_flight=tiles_in_flight, tile_filter=tile_ids(tiles),
             retry_broken=retry_broken,
         )  # fmt: skip
         cluster_options = {"scheduler_address": scheduler, "cluster_kind": cluster,
@@ -200,16 +207,16 @@ def run(
         )
     _run_demo(
         out_dir, seed, lon, lat, size_px, start or "2022-01-01", end or "2022-12-31", backend,
-        overwrite, progress, dates, checkpoint, tile_size_m, encoding, scheduler, workers,
-        tiles_in_flight, cluster,
+        overwrite, progress, dates, checkpoint, tile_size_m, encoding, precision, scheduler,
+        workers, tiles_in_flight, cluster,
     )  # fmt: skip
 
 
 def _run_demo(
     out_dir: Path, seed: int, lon: float, lat: float, size_px: int, start: str, end: str,
     backend: str, overwrite: bool, progress: bool, dates: str, checkpoint: Path | None,
-    tile_size_m: float, encoding: str, scheduler: str | None, workers: int | None, in_flight: int,
-    cluster: str,
+    tile_size_m: float, encoding: str, precision: str, scheduler: str | None,
+    workers: int | None, in_flight: int, cluster: str,
 ) -> None:  # fmt: skip
     """The embedded demo: simulate, serve, run (the regional_run flow)."""
     from flows.cli_production import fail, print_run_summary
@@ -227,7 +234,8 @@ def _run_demo(
             center_lat=config.center_lat, size_px=size_px, start=config.start, end=config.end,
             backend=backend, overwrite=overwrite, show_progress=progress, dates=dates,
             checkpoint=None if checkpoint is None else str(checkpoint), tile_size_m=tile_size_m,
-            encoding=encoding, scheduler_address=scheduler, n_workers=workers,
+            encoding=encoding, precision=precision, scheduler_address=scheduler,
+            n_workers=workers,
             tiles_in_flight=in_flight, cluster_kind=cluster,
         )  # fmt: skip
     except TilesFailedError as failure:

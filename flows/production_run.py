@@ -88,6 +88,7 @@ def production_run(
     max_cloud_cover: float | None = None,
     tile_size_m: float = 9_900.0,
     encoding: str = "float32",
+    precision: str = "auto",
     tiles_in_flight: int = 2,
     tile_retries: int = 2,
     tiles: list[str] | None = None,
@@ -111,6 +112,8 @@ def production_run(
         catalog_url: STAC API root (an internal mirror); default the profile's.
         dates: output dates: SMS, MS, 10D... or comma-separated ISO dates.
         checkpoint: model weights; default an UNTRAINED stand-in (flagged everywhere).
+        precision: model arithmetic: auto (bf16 where the hardware runs it natively, else
+            fp32), fp32, bf16 or fp16 (GPU).
         tiles_in_flight: tiles computed at once.
         tiles: only these tile ids.
         scheduler_address: an existing Dask scheduler; else a local cluster of
@@ -128,7 +131,7 @@ def production_run(
         catalog, start, end, out_dir, bbox, aoi, catalog_url=catalog_url,
         dates=parse_dates(dates), checkpoint=checkpoint, s2_collection=s2_collection,
         max_cloud_cover=max_cloud_cover, tile_size_m=tile_size_m, encoding=encoding,
-        tiles_in_flight=tiles_in_flight, tile_retries=tile_retries,
+        precision=precision, tiles_in_flight=tiles_in_flight, tile_retries=tile_retries,
         tile_filter=None if tiles is None else tuple(tiles),
         flop_rate=None if flop_rate_gflops is None else flop_rate_gflops * 1e9,
         retry_broken=retry_broken,

@@ -78,10 +78,11 @@ def regional_run(
     checkpoint: str | None = None,
     tile_size_m: float = 9_900.0,
     encoding: str = "float32",
+    precision: str = "auto",
     scheduler_address: str | None = None,
     n_workers: int | None = None,
     threads_per_worker: int = 2,
-    chunk_px: int = 480,
+    chunk_px: int | None = None,
     tiles_in_flight: int = 2,
     cluster_kind: str = "auto",
 ) -> dict[str, Any]:
@@ -98,6 +99,8 @@ def regional_run(
         tile_size_m: output tile side (a multiple of 30 m).
         encoding: ``float32`` (mantissa rounded to the int16 precision class) or ``int16``
             (CF scale/offset).
+        precision: model arithmetic: auto (bf16 where the hardware runs it natively, else
+            fp32), fp32, bf16 or fp16 (GPU).
         scheduler_address: an existing Dask cluster; default: a local one (GPU workers via
             dask-cuda when GPUs are present).
 
@@ -110,7 +113,7 @@ def regional_run(
                               cloud_cover_mean=cloud_cover)  # fmt: skip
     out = Path(out_dir).absolute()
     options = {"dates": parse_dates(dates), "checkpoint": checkpoint, "tile_size_m": tile_size_m,
-               "encoding": encoding, "chunk_px": chunk_px,
+               "encoding": encoding, "precision": precision, "chunk_px": chunk_px,
                "tiles_in_flight": tiles_in_flight}  # fmt: skip
     cluster = ClusterConfig(address=scheduler_address, kind=cluster_kind,  # type: ignore[arg-type]
                             n_workers=n_workers,

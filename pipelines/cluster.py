@@ -18,13 +18,23 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal
 
+import dask
 from distributed import Client, LocalCluster, Worker, WorkerPlugin
 
 from tamrf_xr.inference import ModelSource, cached_model
+from tamrf_xr.precision import default_precision
 
-__all__ = ["ClusterConfig", "PreloadModel", "RunCluster", "gpu_count", "start_cluster"]
+__all__ = [
+    "WORKER_ENV",
+    "ClusterConfig",
+    "PreloadModel",
+    "RunCluster",
+    "gpu_count",
+    "gpus_run_bf16",
+    "start_cluster",
+]
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,35 @@ class ClusterConfig:
             raise ValueError(f"n_workers={self.n_workers}: at least one worker")
 
 
+WORKER_ENV = {
+    "GOMP_SPINCOUNT": "10000",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MALLOC_MMAP_THRESHOLD_": str(256 * 2**20),
+    "MALLOC_TRIM_THRESHOLD_": str(256 * 2**20),
+}
+"""Environment of local worker processes, set before they start (measured in
+benchmarks/README.md, "Threads, processes and memory").
+
+- A worker runs ``threads_per_worker`` task threads; one forward pass at a time uses them all
+  as torch intra-op threads (``ModelSource.torch_threads`` and
+  :data:`tamrf_xr.inference.model_cache.FORWARD_LOCK`), while the other task threads read and
+  mask cubes with GDAL, NumPy and SciPy, single-threaded: 1 thread for OpenMP/BLAS outside
+  torch, so nothing runs more threads than the worker has.
+- torch's OpenMP threads spin briefly at their barriers, then sleep (``GOMP_SPINCOUNT``,
+  libgomp's default spins about 30x longer): as fast as the default on a quiet worker, 15 %
+  faster than never spinning (``OMP_WAIT_POLICY=PASSIVE``), and a spinning thread gives its
+  core back soon to a thread that reads or masks.
+- Dask's default ``MALLOC_TRIM_THRESHOLD_=65536`` fixes glibc's mmap threshold at 128 KiB, so
+  every activation of the forward pass is a fresh mmap whose pages fault in one by one: the
+  pass took 2.3x as long, half of it system time. Allocations below 256 MiB now come from the
+  heap and are reused, and up to 256 MiB of free heap is kept per arena (bounded). These two
+  must be set before the worker process starts (:func:`_worker_environment`): in a worker
+  started with them only in ``Nanny(env=...)``, a forward pass took 1.8x as long, with 12 s
+  of system time for 16 s of user time."""
+
+
 def gpu_count() -> int:
     """NVIDIA GPUs visible to this process, without initialising CUDA here."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -68,6 +107,20 @@ def gpu_count() -> int:
     if visible is not None:
         count = min(count, len([v for v in visible.split(",") if v.strip()]))
     return count
+
+
+def gpus_run_bf16() -> bool:
+    """Whether every visible NVIDIA GPU executes bf16 natively (compute capability 8.0 and
+    later), read from nvidia-smi without creating a CUDA context here."""
+    try:
+        listing = subprocess.run(
+            ["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=20, check=True,
+        ).stdout  # fmt: skip
+        capabilities = [float(line) for line in listing.split() if line.strip()]
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return False
+    return bool(capabilities) and min(capabilities) >= 8.0
 
 
 class PreloadModel(WorkerPlugin):
@@ -91,14 +144,26 @@ class RunCluster:
     """``cuda`` on dask-cuda workers (each sees its own GPU as device 0), ``cpu`` on local CPU
     workers, ``auto`` on an existing cluster (each worker uses its GPU when it has one)."""
     threads_per_worker: int | None
+    precision: str = "auto"
+    """What ``auto`` precision means on these workers: decided here for a local cluster
+    (this machine's CPU or GPUs), ``auto`` on an existing cluster (each worker decides)."""
 
     def model_source(self, source: ModelSource) -> ModelSource:
-        """``source`` with the device and thread count of these workers."""
-        return replace(source, device=self.device, torch_threads=self.threads_per_worker)
+        """``source`` with the device, thread count and precision of these workers."""
+        precision = self.precision if source.precision == "auto" else source.precision
+        return replace(source, device=self.device, torch_threads=self.threads_per_worker,
+                       precision=precision)  # fmt: skip
 
     def preload(self, source: ModelSource) -> None:
         """Load the model on every worker now (and on workers that join later)."""
         self.client.register_plugin(PreloadModel(source))
+
+
+def _worker_environment() -> Any:
+    """:data:`WORKER_ENV` in the environment the nannies set BEFORE spawning their workers
+    (glibc reads ``MALLOC_*`` at process start; a Nanny's ``env=`` is applied after it)."""
+    spawn = dict(dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {})
+    return dask.config.set({"distributed.nanny.pre-spawn-environ": spawn | WORKER_ENV})
 
 
 @contextmanager
@@ -127,17 +192,24 @@ def start_cluster(config: ClusterConfig | None = None) -> Iterator[RunCluster]:
                 f"{gpus} GPU(s) found but dask-cuda is not installed: "
                 "pip install -c constraints.txt -e '.[gpu]' (or ClusterConfig(kind='cpu'))"
             ) from None
-        cluster = LocalCUDACluster(dashboard_address=config.dashboard_address)
+        # Two task threads per GPU: one prepares (reads, standardises, copies) the next block
+        # while the other runs a forward pass (one at a time: FORWARD_LOCK).
+        with _worker_environment():
+            cluster = LocalCUDACluster(dashboard_address=config.dashboard_address,
+                                       threads_per_worker=config.threads_per_worker)  # fmt: skip
         device, threads = "cuda", None
+        precision = "bf16" if gpus_run_bf16() else "fp16"
     else:
         workers = config.n_workers or max(1, (os.cpu_count() or 2) // 2)
-        cluster = LocalCluster(
-            n_workers=workers,
-            threads_per_worker=config.threads_per_worker,
-            processes=True,
-            memory_limit=config.memory_limit,
-            dashboard_address=config.dashboard_address,
-        )
+        with _worker_environment():
+            cluster = LocalCluster(
+                n_workers=workers,
+                threads_per_worker=config.threads_per_worker,
+                processes=True,
+                memory_limit=config.memory_limit,
+                dashboard_address=config.dashboard_address,
+            )
         device, threads = "cpu", config.threads_per_worker
+        precision = default_precision("cpu")
     with cluster, Client(cluster) as client:
-        yield RunCluster(client, device, threads)
+        yield RunCluster(client, device, threads, precision)

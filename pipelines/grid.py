@@ -22,7 +22,15 @@ from shapely.geometry.base import BaseGeometry
 from pipelines.georef import reproject_geometry, split_at_antimeridian
 from tamrf_xr.grid import RasterGrid
 
-__all__ = ["NEST_M", "GridSpec", "GridTile", "aoi_geometry", "tiles_for_aoi", "utm_zones"]
+__all__ = [
+    "NEST_M",
+    "GridSpec",
+    "GridTile",
+    "aoi_geometry",
+    "cube_margin_px",
+    "tiles_for_aoi",
+    "utm_zones",
+]
 
 LANDSAT_FACTOR = 3
 NEST_M = 60.0
@@ -51,6 +59,12 @@ class GridSpec:
     @property
     def tile_px(self) -> int:
         return round(self.tile_size_m / self.pixel_m)
+
+
+def cube_margin_px(margin_px: int) -> int:
+    """A model margin (10 m pixels) rounded up to the 60 m step on which the 10, 20 and 30 m
+    grids of a cube nest."""
+    return 6 * math.ceil(margin_px / 6)
 
 
 @dataclass(frozen=True)
@@ -104,6 +118,15 @@ class GridTile:
             up = [math.ceil(v / NEST_M) * NEST_M for v in (e, n)]
             grid = grid.clipped((*down, *up))
         return grid if resolution is None else grid.at(resolution)
+
+    def prediction_grids(
+        self, margin_px: int, clip_to: tuple[float, float, float, float] | None = None
+    ) -> tuple[RasterGrid, RasterGrid]:
+        """(cube, output): the 10 m grid of the tile's cubes, grown once by the model's
+        margin (rounded up to 60 m), and the area the tile predicts inside it (the tile,
+        clipped as :meth:`grid` clips). Both are cut by ``clip_to``."""
+        cube = self.grid(margin_px=cube_margin_px(margin_px), clip_to=clip_to)
+        return cube, self.grid(clip_to=clip_to)
 
     def transform(self, resolution: float | None = None) -> tuple[float, ...]:
         """Affine (a, b, c, d, e, f) of the tile at ``resolution`` (default 10 m)."""

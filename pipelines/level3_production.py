@@ -1,17 +1,17 @@
 """One output tile from STAC items to its Level-3 chunks: cubes, prediction, write, record.
 
-The tile's cubes are assembled on the tile grown by the inference margin (so the blocks at
-the tile's edges see real context), predicted lazily, cropped to the tile and written by
-region; the completion record carries the tile's inputs (item ids and scaling rules) and the
-dates dropped from its cubes. Computation runs on whatever Dask scheduler is active (the
-run's cluster).
+The tile's cubes are assembled once on the tile grown by the model's margin (so the blocks at
+the tile's edges see real context), and only the tile is predicted, lazily (the margin is
+context, never output), then written by region; the completion record carries the tile's
+inputs (item ids and scaling rules) and the dates dropped from its cubes. Computation runs
+on whatever Dask scheduler is active (the run's cluster).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from pipelines.datacube import (
 )
 from pipelines.grid import GridTile
 from pipelines.level3 import write_tile
-from tamrf_xr.inference import InferenceConfig, ModelSource, predict
+from tamrf_xr.inference import InferenceConfig, ModelSource, model_margin_px, predict
 from tamrf_xr.inference.quality import NO_CLEAR_OBSERVATION
 
 __all__ = ["TileJob", "produce_tile"]
@@ -47,6 +47,8 @@ class TileJob:
     model: ModelSource
     cube: CubeConfig = field(default_factory=CubeConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
+    """Blocks and margin (default: the checkpoint's receptive field, see
+    :func:`tamrf_xr.inference.model_margin_px`): the cubes are the tile grown by it."""
     clip_to: tuple[float, float, float, float] | None = None
     """Only read inputs inside these bounds (the tile CRS), e.g. a simulated region."""
     broken_log: Path | None = None
@@ -111,7 +113,10 @@ def produce_tile(
         progress: called with (blocks done, blocks) while the model runs on a distributed
             cluster.
     """
-    grid = tile.grid(margin_px=job.inference.margin_px, clip_to=job.clip_to)
+    inference = replace(
+        job.inference, margin_px=model_margin_px(job.model.checkpoint, job.inference.margin_px)
+    )
+    grid, output = tile.prediction_grids(inference.margin_px, job.clip_to)
     log = BrokenAssetLog(job.broken_log) if job.broken_log else None
     s2_items = [i for c in job.profile.s2_collections for i in items.get(c, [])]
     landsat_items = list(items.get(job.profile.landsat_collection or "", []))
@@ -124,7 +129,8 @@ def produce_tile(
         prediction = _empty_prediction(s2, job)
     else:
         status = "predicted"
-        prediction = predict(s2, landsat, list(job.dates), job.model, job.inference)
+        prediction = predict(s2, landsat, list(job.dates), job.model, inference,
+                             output_bounds=output.bounds)  # fmt: skip
         prediction = _computed_with_progress(prediction, progress)
     tile_data = _tile_dataset(prediction, tile)
     tile_data.attrs["epsg"] = tile.epsg

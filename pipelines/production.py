@@ -44,7 +44,7 @@ from pipelines.atomic_json import write_json_atomically
 from pipelines.catalogs import CatalogProfile, profile
 from pipelines.cluster import ClusterConfig, start_cluster
 from pipelines.datacube import CubeConfig
-from pipelines.grid import GridSpec, GridTile, aoi_geometry, tiles_for_aoi
+from pipelines.grid import GridSpec, GridTile, aoi_geometry, cube_margin_px, tiles_for_aoi
 from pipelines.level3 import (
     Level3Config,
     completion_records,
@@ -57,10 +57,17 @@ from pipelines.run_lock import RunLock
 from pipelines.search import SearchRequest, check_reachable, search_items
 from pipelines.tile_plan import RegionPlan, TilePlan, plan_tiles, search_area
 from pipelines.tiles_in_flight import RunReporter, TileOutcome, run_tiles
-from tamrf_xr.inference import InferenceConfig, ModelSource, target_dates, untrained_checkpoint
+from tamrf_xr.inference import (
+    InferenceConfig,
+    ModelSource,
+    model_margin_px,
+    target_dates,
+    untrained_checkpoint,
+)
 from tamrf_xr.inference.model_cache import resolve_device
 from tamrf_xr.inference.predict import checkpoint_identity
 from tamrf_xr.inference.throughput import measured_flop_rate
+from tamrf_xr.precision import PRECISION_CHOICES, resolve_precision
 
 __all__ = [
     "ProductionRequest",
@@ -120,7 +127,11 @@ class ProductionRequest:
     """Keep items with ``eo:cloud_cover`` <= this percentage."""
     tile_size_m: float = 9_900.0
     encoding: str = "float32"
-    chunk_px: int = 480
+    chunk_px: int | None = None
+    """Output block side (10 m px); None: the largest that fits the block memory budget."""
+    precision: str = "auto"
+    """Model arithmetic: ``auto`` (bf16 where the workers' hardware executes it natively: GPUs,
+    CPUs with AMX or AVX512-BF16; else fp32), ``fp32``, ``bf16`` or ``fp16`` (GPU)."""
     tiles_in_flight: int = 2
     """Tiles computed at once: more keeps a large cluster busy (one tile's reads overlap
     another's model work); memory grows with it."""
@@ -172,6 +183,11 @@ class ProductionRequest:
         GridSpec(tile_size_m=self.tile_size_m)  # not a multiple of 30 m: ValueError
         Level3Config(encoding=self.encoding)  # type: ignore[arg-type]
         InferenceConfig(chunk_px=self.chunk_px)
+        if self.precision not in PRECISION_CHOICES:
+            raise ValueError(
+                f"precision {self.precision!r}: use {', '.join(PRECISION_CHOICES)} (auto: bf16 "
+                "where the hardware runs it natively, else fp32)"
+            )
 
     @property
     def profile(self) -> CatalogProfile:
@@ -201,7 +217,9 @@ class ProductionRequest:
         return values
 
     def inference(self) -> InferenceConfig:
-        return InferenceConfig(chunk_px=self.chunk_px)
+        """Blocks and margin, the margin resolved from the checkpoint's architecture."""
+        return InferenceConfig(chunk_px=self.chunk_px,
+                               margin_px=model_margin_px(self.checkpoint))  # fmt: skip
 
     def describe(self) -> dict[str, Any]:
         """JSON-able parameters (for summaries and the Prefect UI)."""
@@ -217,6 +235,7 @@ class ProductionRequest:
             "max_cloud_cover": self.max_cloud_cover,
             "tile_size_m": self.tile_size_m,
             "encoding": self.encoding,
+            "precision": self.precision,
             "out_dir": str(self.out_dir),
         }
 
@@ -298,7 +317,7 @@ def search_region(request: ProductionRequest) -> dict[str, list[dict[str, Any]]]
     tiles grown by the inference margin, not only the AOI: tiles cover the AOI in whole
     tiles, and an item that reaches only their margins still feeds their edge pixels."""
     s2, landsat = request.collections
-    area = search_area(region_tiles(request), request.inference().margin_px)
+    area = search_area(region_tiles(request), cube_margin_px(request.inference().margin_px))
     search = SearchRequest(
         collections=(s2, landsat),
         geometry=mapping(area),
@@ -352,6 +371,7 @@ def _run_parameters(request: ProductionRequest, cube: CubeConfig) -> dict[str, A
         "cube": {"min_valid_fraction": cube.min_valid_fraction,
                  "landsat_resampling": cube.landsat_resampling, "masks": asdict(cube.masks)},
         "encoding": request.encoding,
+        "precision": request.precision,
         "catalog_profile": request.catalog,
         "collections": list(request.collections),
         "clip_to": None if request.clip_to is None else list(request.clip_to),
@@ -461,7 +481,9 @@ def plan_region(
                 f"device {device!r}: this machine has no CUDA device to measure the model's "
                 "speed on; use --device cpu, or give the GPU's rate with --flop-rate GFLOPS"
             )
-        rate, source = measured_flop_rate(device), f"measured here on {device}"
+        precision = resolve_precision(request.precision, device)
+        rate = measured_flop_rate(device, precision=precision)
+        source = f"measured here on {device} ({precision})"
     return RegionPlan(tuple(plans), tuple(request.output_dates()), rate, source, device,
                       {c: len(v) for c, v in items.items()})  # fmt: skip
 
@@ -634,7 +656,7 @@ def run_region(
         outcomes: list[TileOutcome] = []
         if pending:
             with start_cluster(cluster) as running:
-                model = running.model_source(ModelSource(checkpoint))
+                model = running.model_source(ModelSource(checkpoint, precision=request.precision))
                 jobs = {epsg: TileJob(store=store, profile=request.profile,
                                       dates=plan.output_dates, model=model, cube=cube,
                                       inference=request.inference(), clip_to=request.clip_to,

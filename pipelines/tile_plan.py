@@ -199,26 +199,33 @@ def plan_tiles(
         tiles: the output tiles.
         s2_items, landsat_items: STAC item documents of the whole AOI (one search).
         n_output_dates: output dates per tile.
-        inference: blocks and margin (the cube is the tile grown by ``margin_px``).
+        inference: blocks and margin, resolved (the cube is the tile grown by
+            ``margin_px``, the output the tile: :meth:`GridTile.prediction_grids`).
         model: the architecture (FLOPs); default s1t3.
         clip_to: cut cubes to these bounds (tile CRS), as a run does.
     """
-    grids = [t.grid(margin_px=inference.margin_px, clip_to=clip_to) for t in tiles]
+    margin = inference.margin_px or 0
+    both = [t.prediction_grids(margin, clip_to) for t in tiles]
+    grids = [cube for cube, _ in both]
     s2_by_tile = assign_items(grids, s2_items)
     landsat_by_tile = assign_items(grids, landsat_items)
     # Per item once, not per (tile, item): parsing dates dominates on a continent.
     solar = {id(i): solar_date(i).isoformat() for i in (*s2_items, *landsat_items)}
 
     @functools.cache
-    def flops_of(ny: int, nx: int, t_s: int, t_l: int) -> int:
-        return cube_flops(ny, nx, t_s, t_l, n_output_dates, inference, model)
+    def flops_of(shape: tuple[int, int], window: tuple[tuple[int, int], tuple[int, int]],
+                 t_s: int, t_l: int) -> int:  # fmt: skip
+        return cube_flops(shape, window, t_s, t_l, n_output_dates, inference, model)
 
     plans = []
-    for tile, grid, s2, landsat in zip(tiles, grids, s2_by_tile, landsat_by_tile, strict=True):
+    for tile, (grid, output), s2, landsat in zip(tiles, both, s2_by_tile, landsat_by_tile,
+                                                  strict=True):  # fmt: skip
         s2_dates = tuple(sorted({solar[id(i)] for i in s2}))
         landsat_dates = tuple(sorted({solar[id(i)] for i in landsat}))
         ny, nx = grid.shape
-        flops = flops_of(ny, nx, len(s2_dates), len(landsat_dates))
+        rows, cols = grid.window(output.bounds)
+        window = ((rows.start, rows.stop), (cols.start, cols.stop))
+        flops = flops_of((ny, nx), window, len(s2_dates), len(landsat_dates))
         plans.append(TilePlan(tile, tuple(s2), tuple(landsat), s2_dates, landsat_dates,
                               (ny, nx), flops))  # fmt: skip
     return plans

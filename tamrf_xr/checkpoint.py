@@ -31,6 +31,7 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "CheckpointError",
     "LoadedModel",
+    "checkpoint_architecture",
     "load_checkpoint",
     "load_model",
     "save_checkpoint",
@@ -168,6 +169,27 @@ def load_checkpoint(directory: str | os.PathLike[str]) -> LoadedModel:
         )
     model.eval()
     return LoadedModel(model, normalisation, config, metadata)
+
+
+def checkpoint_architecture(path: str | os.PathLike[str]) -> ModelConfig:
+    """The architecture of a checkpoint, read without building the network: ``config.json``
+    of a checkpoint directory, or the tensor names of the authors' ``.ckpt`` file.
+
+    Raises:
+        CheckpointError: a path that is not a readable checkpoint.
+    """
+    path = Path(path)
+    if path.is_file() and path.suffix == ".ckpt":
+        from tamrf_xr.lightning_import import checkpoint_config
+
+        return checkpoint_config(path)
+    if path.is_file() and path.name in (CONFIG_FILE, WEIGHTS_FILE):
+        path = path.parent
+    metadata = _read_metadata(path)
+    try:
+        return ModelConfig(**metadata["architecture"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{path / CONFIG_FILE} is incomplete or invalid: {error}") from None
 
 
 def load_model(path: str | os.PathLike[str]) -> LoadedModel:

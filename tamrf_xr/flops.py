@@ -19,8 +19,9 @@ without their bias), so the two agree exactly wherever that counter sees the att
 ``total - attention``; see ``tests/test_flops.py``).
 
 The count follows ``tamrf_xr.model.TAMRF`` as implemented: the decoder's query projection is
-computed for every pixel although the queries are the same at every pixel, and the spatial
-decoder runs once per query date. Pure Python, no torch needed.
+computed for every pixel although the queries are the same at every pixel, the spatial
+decoder runs once per query date, and a block with context computes each stage on the region
+the block needs (:mod:`tamrf_xr.receptive_field`). Pure Python, no torch needed.
 
 Example::
 
@@ -35,6 +36,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
+from tamrf_xr.receptive_field import Sides, stage_context
+
 if TYPE_CHECKING:  # only for type hints: this module works without torch
     from tamrf_xr.model import ModelConfig
 
@@ -43,6 +46,7 @@ __all__ = [
     "attention_flops",
     "conv3x3_flops",
     "forward_flops",
+    "forward_memory_bytes",
     "spatial_encoder_flops",
     "transformer_layer_flops",
 ]
@@ -153,16 +157,26 @@ class ForwardFlops:
 
 
 def forward_flops(
-    config: ModelConfig, H: int, W: int, t_s: int, t_l: int, t_q: int
+    config: ModelConfig,
+    H: int,
+    W: int,
+    t_s: int,
+    t_l: int,
+    t_q: int,
+    context: Sides = (0, 0, 0, 0),
 ) -> ForwardFlops:
-    """Analytic FLOPs of ``TAMRF(config)`` on one tile (batch 1; multiply by b for a batch).
+    """Analytic FLOPs of ``TAMRF(config)`` on one block (batch 1; multiply by b for a batch).
 
     Args:
         config: the architecture (a ``tamrf_xr.model.ModelConfig``).
-        H, W: the 10 m grid (multiples of ``config.landsat_scale``; Landsat is H/3 x W/3).
+        H, W: the 10 m input grid (multiples of ``config.landsat_scale``; Landsat is
+            H/3 x W/3), context included.
         t_s: S2 dates (may be 0).
         t_l: Landsat dates (may be 0).
         t_q: query dates (>= 1).
+        context: (top, bottom, left, right) input pixels around the output block (see
+            ``TAMRF.forward``): each stage is counted on the region it computes
+            (:func:`tamrf_xr.receptive_field.stage_context`).
 
     Returns:
         The per-part count.
@@ -174,19 +188,30 @@ def forward_flops(
         raise ValueError(f"need t_s, t_l >= 0 with at least one date, got {t_s}, {t_l}")
     if t_q < 1:
         raise ValueError(f"need at least one query date, got t_q = {t_q}")
-    f, d, ffn = config.features, config.d_model, config.ffn_dim
-    pixels = H * W
-    t = t_s + t_l
+    stages = stage_context(config, context)
+    h, w = H - context[0] - context[1], W - context[2] - context[3]
+    if min(h, w) < 1:
+        raise ValueError(f"context {context} leaves no output pixel in {H} x {W}")
 
-    s2 = t_s * spatial_encoder_flops(config, config.s2_bands, H, W)
+    def size(sides: Sides, factor: int = 1) -> tuple[int, int]:
+        """(rows, cols) of the block (at 1/factor resolution) plus ``sides``."""
+        return h // factor + sides[0] + sides[1], w // factor + sides[2] + sides[3]
+
+    f, d, ffn = config.features, config.d_model, config.ffn_dim
+    decoded = size(stages.decoded)
+    pixels = decoded[0] * decoded[1]
+    t = t_s + t_l
+    inner = tuple(min(c, 1) for c in stages.decoded)  # the decoder's second conv
+
+    s2 = t_s * spatial_encoder_flops(config, config.s2_bands, *size(stages.s2))
     landsat = t_l * (
-        spatial_encoder_flops(config, config.landsat_bands, H // scale, W // scale)
-        + conv3x3_flops(f, f, H, W)
+        spatial_encoder_flops(config, config.landsat_bands, *size(stages.landsat, scale))
+        + conv3x3_flops(f, f, *size(stages.upsampled))
     )
     layer, layer_attention = transformer_layer_flops(d, ffn, s_q=t, s_m=t)
     decoder, decoder_attention = transformer_layer_flops(d, ffn, s_q=t_q, s_m=t, zero_slot=True)
     spatial_decoder = t_q * (
-        conv3x3_flops(d, d, H, W) + conv3x3_flops(d, config.output_bands, H, W)
+        conv3x3_flops(d, d, *decoded) + conv3x3_flops(d, config.output_bands, *size(inner))
     )
     return ForwardFlops(
         s2_encoder=s2,
@@ -196,5 +221,34 @@ def forward_flops(
         spatial_decoder=spatial_decoder,
         temporal_encoder_attention=pixels * config.transformer_layers * layer_attention,
         temporal_decoder_attention=pixels * decoder_attention,
-        output_pixel_dates=pixels * t_q,
+        output_pixel_dates=h * w * t_q,
     )
+
+
+def forward_memory_bytes(
+    config: ModelConfig,
+    H: int,
+    W: int,
+    t_s: int,
+    t_l: int,
+    t_q: int,
+    context: Sides = (0, 0, 0, 0),
+    element_bytes: int = 4,
+) -> int:
+    """The tensors one forward pass holds for its whole duration: the standardised inputs,
+    the encoded features of every date and the decoded tokens of every query date over the
+    decoded region (``t * features + t_q * d_model`` values per pixel). The working memory of
+    one encoder batch and one transformer pixel chunk comes on top (bounded by the model's
+    knobs, see ``TAMRF.set_memory_budget``).
+
+    Args: as :func:`forward_flops`; ``element_bytes`` 4 for fp32, 2 for bf16 features.
+    """
+    stages = stage_context(config, context)
+    h, w = H - context[0] - context[1], W - context[2] - context[3]
+    rows = h + stages.decoded[0] + stages.decoded[1]
+    cols = w + stages.decoded[2] + stages.decoded[3]
+    scale = config.landsat_scale
+    landsat_pixels = (H // scale) * (W // scale)
+    inputs = 4 * (H * W * t_s * config.s2_bands + landsat_pixels * t_l * config.landsat_bands)
+    held = rows * cols * ((t_s + t_l) * config.features + t_q * config.d_model)
+    return inputs + element_bytes * held

@@ -170,6 +170,11 @@ def read_lightning_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.T
     return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
 
 
+def checkpoint_config(path: str | os.PathLike[str]) -> ModelConfig:
+    """The architecture of the authors' ``.ckpt`` file, from its tensor names."""
+    return _config_from_names(set(read_lightning_state_dict(path)))
+
+
 def _config_from_names(names: set[str]) -> ModelConfig:
     """Ablation sizes (RRDBs per encoder, transformer layers) read from the tensor names."""
     block = re.compile(rf"{_ENC}\.hr_encoder\.model\.encoder\.blocks\.(\d+)\.")

@@ -15,7 +15,10 @@ channels ``c``, rows ``H``, columns ``W`` at 10 m; Landsat rows/columns are ``H/
 
 Inference is memory-bounded: encoders run on batches of dates and the per-pixel transformer on
 chunks of pixels (``scaled_dot_product_attention``), so peak memory grows linearly with the
-number of dates. The network is pure: standardisation and masks live outside it.
+number of dates. A block given with ``context`` around it computes each stage only where the
+block's output needs it (:mod:`tamrf_xr.receptive_field`): the same values as computing the
+whole input and cropping, without the wasted FLOPs. The network is pure: standardisation and
+masks live outside it.
 """
 
 from __future__ import annotations
@@ -26,6 +29,13 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F  # noqa: N812 - the PyTorch convention
 from torch import Tensor, nn
+
+from tamrf_xr.receptive_field import (
+    Sides,
+    StageContext,
+    receptive_field_radius,
+    stage_context,
+)
 
 __all__ = [
     "TAMRF",
@@ -259,7 +269,7 @@ class TransformerLayer(nn.Module):
 class TAMRF(nn.Module):
     """TAMRF-SITS.
 
-    Call: ``model(s2, s2_days, landsat, landsat_days, query_days)``:
+    Call: ``model(s2, s2_days, landsat, landsat_days, query_days, context=(0, 0, 0, 0))``:
 
     Args:
         s2: (b, t_s, 10, H, W) standardised S2 at 10 m (t_s may be 0).
@@ -267,9 +277,13 @@ class TAMRF(nn.Module):
         landsat: (b, t_l, 8, H/3, W/3) standardised Landsat at 30 m (t_l may be 0).
         landsat_days: (b, t_l).
         query_days: (b, t_q) or (t_q,) or a sequence of days (shared by the batch).
+        context: (top, bottom, left, right) 10 m pixels of the input that are context only,
+            multiples of 3: the output is the block inside them, computed as the whole input
+            would be and cropped (but each stage runs only where the block needs it).
 
     Returns:
-        (b, t_q, 18, H, W) standardised; channels 0-7 Landsat B1-B7, B10; 8-17 S2 B2-B12.
+        (b, t_q, 18, H - top - bottom, W - left - right) standardised; channels 0-7 Landsat
+        B1-B7, B10; 8-17 S2 B2-B12.
     """
 
     def __init__(self, config: ModelConfig | None = None) -> None:
@@ -288,15 +302,16 @@ class TAMRF(nn.Module):
         self.temporal_decoder = TransformerLayer(config, zero_slot=True)
         self.decoder_conv1 = _conv(config.d_model, config.d_model)
         self.decoder_conv2 = _conv(config.d_model, config.output_bands)
-        # Inference knobs (no effect on results): see set_memory_budget.
-        self.encoder_batch_dates = 8
+        # Inference knobs (no effect on results): see set_memory_budget. The defaults are the
+        # fastest measured on CPU (tamrf_xr.inference.kernel_settings).
+        self.encoder_batch_dates = 1
         self.pixel_chunk: int | None = None
-        self.memory_budget_bytes = 256 * 2**20
+        self.memory_budget_bytes = 16 * 2**20
 
     # -- knobs -------------------------------------------------------------------------------
 
     def set_memory_budget(
-        self, megabytes: float = 256.0, encoder_batch_dates: int = 8, pixel_chunk: int | None = None
+        self, megabytes: float = 16.0, encoder_batch_dates: int = 1, pixel_chunk: int | None = None
     ) -> TAMRF:
         """Bound the working memory of one forward pass (results are unchanged).
 
@@ -335,14 +350,30 @@ class TAMRF(nn.Module):
         landsat: Tensor,
         landsat_days: Tensor,
         query_days: Tensor | Sequence[float],
+        context: Sides = (0, 0, 0, 0),
     ) -> Tensor:
-        b, H, W = self._check_inputs(s2, s2_days, landsat, landsat_days)
+        b, H, W = self._check_inputs(s2, s2_days, landsat, landsat_days, context)
         queries = self._query_days(query_days, b, s2.device if s2.numel() else landsat.device)
         c = self.config
+        stages = stage_context(c, context)
+        # The decoded region: the output block plus the decoder's own context.
+        top, bottom, left, right = context
+        rows = H - top - bottom + stages.decoded[0] + stages.decoded[1]
+        cols = W - left - right + stages.decoded[2] + stages.decoded[3]
         # Features stay in one tensor per sensor: concatenating them would double the largest
-        # allocation of the forward pass (t x 64 x H x W floats).
-        landsat_features = self._encode(landsat, self._encode_landsat, H, W)  # (b, t_l, 64, H, W)
-        s2_features = self._encode(s2, self.s2_encoder, H, W)  # (b, t_s, 64, H, W)
+        # allocation of the forward pass (t x 64 x rows x cols floats).
+        landsat_features = self._encode(
+            _crop(landsat, _thirds(context, c.landsat_scale), stages.landsat),
+            lambda x: self._encode_landsat(x, stages),
+            rows,
+            cols,
+        )  # (b, t_l, 64, rows, cols)
+        s2_features = self._encode(
+            _crop(s2, context, stages.s2),
+            lambda x: _crop(self.s2_encoder(x), stages.s2, stages.decoded),
+            rows,
+            cols,
+        )  # (b, t_s, 64, rows, cols)
         days = torch.cat([landsat_days, s2_days], dim=1).to(torch.float32)  # (b, t)
         sensor = torch.cat(
             [
@@ -351,7 +382,9 @@ class TAMRF(nn.Module):
             ]
         )  # (t, 8): Landsat dates first, then S2
         date_part = date_encoding(days, c.date_encoding_dim, c.date_encoding_base)  # (b, t, 64)
-        context = torch.cat([date_part, sensor.expand(b, -1, -1).to(date_part.dtype)], dim=-1)
+        context_tokens = torch.cat(
+            [date_part, sensor.expand(b, -1, -1).to(date_part.dtype)], dim=-1
+        )
         query_tokens = torch.cat(
             [
                 self.query_token.expand(b, queries.shape[1], -1),
@@ -361,12 +394,12 @@ class TAMRF(nn.Module):
             dim=-1,
         )  # (b, t_q, 136)
         decoded = self._temporal(
-            (landsat_features, s2_features), context, query_tokens
-        )  # (b, t_q, 136, H, W)
-        return self._decode(decoded)
+            (landsat_features, s2_features), context_tokens, query_tokens
+        )  # (b, t_q, 136, rows, cols)
+        return self._decode(decoded, stages.decoded)
 
     def _check_inputs(
-        self, s2: Tensor, s2_days: Tensor, landsat: Tensor, landsat_days: Tensor
+        self, s2: Tensor, s2_days: Tensor, landsat: Tensor, landsat_days: Tensor, context: Sides
     ) -> tuple[int, int, int]:
         c = self.config
         if s2.ndim != 5 or s2.shape[2] != c.s2_bands:
@@ -404,6 +437,12 @@ class TAMRF(nn.Module):
                 f"landsat is {h_l} x {w_l} but the 10 m grid is {H} x {W}: landsat must be "
                 f"exactly {H // scale} x {W // scale}"
             )
+        top, bottom, left, right = context
+        if min(context) < 0 or H - top - bottom < 1 or W - left - right < 1:
+            raise ValueError(
+                f"context {tuple(context)} (top, bottom, left, right) leaves no output pixel "
+                f"in a {H} x {W} input: it must be non-negative and smaller than the input"
+            )
         for name, tensor in (("s2", s2), ("landsat", landsat), ("s2_days", s2_days),
                              ("landsat_days", landsat_days)):  # fmt: skip
             if tensor.is_floating_point() and not torch.isfinite(tensor).all():
@@ -428,13 +467,18 @@ class TAMRF(nn.Module):
             raise ValueError("query_days contains NaN or infinite values")
         return q
 
-    def _encode_landsat(self, x: Tensor) -> Tensor:
-        """(n, 8, H/3, W/3) -> (n, 64, H, W)."""
-        y = self.landsat_encoder(x)
+    def _encode_landsat(self, x: Tensor, stages: StageContext) -> Tensor:
+        """(n, 8, h, w) Landsat with ``stages.landsat`` context -> (n, 64, rows, cols) at
+        10 m with ``stages.decoded`` context: each step computed only where the next needs
+        it (the crops fall on whole Landsat pixels, so the bicubic weights do not change)."""
+        y = _crop(self.landsat_encoder(x), stages.landsat, stages.landsat_features)
         y = F.interpolate(
             y, scale_factor=self.config.landsat_scale, mode="bicubic", align_corners=False
         )
-        return F.leaky_relu(self.landsat_upsample_conv(y), self.config.leaky_slope)
+        scale = self.config.landsat_scale
+        y = _crop(y, tuple(scale * s for s in stages.landsat_features), stages.upsampled)
+        y = F.leaky_relu(self.landsat_upsample_conv(y), self.config.leaky_slope)
+        return _crop(y, stages.upsampled, stages.decoded)
 
     def _encode(self, series: Tensor, encoder, H: int, W: int) -> Tensor:
         """Apply a spatial encoder to every date, a batch of dates at a time.
@@ -443,17 +487,22 @@ class TAMRF(nn.Module):
         """
         b, t = series.shape[:2]
         flat = series.flatten(0, 1)
-        # An empty series may come with any spatial size: the output grid is (H, W).
-        h, w = H, W
         out = None
         for i in range(0, flat.shape[0], self.encoder_batch_dates):
-            encoded = encoder(flat[i : i + self.encoder_batch_dates])
+            encoded = encoder(self._memory_format(flat[i : i + self.encoder_batch_dates]))
             if out is None:  # allocated once, filled in place (dtype follows autocast)
-                out = encoded.new_empty(b * t, self.config.features, h, w)
+                out = encoded.new_empty(b * t, self.config.features, H, W)
             out[i : i + encoded.shape[0]] = encoded
-        if out is None:
-            return series.new_zeros(b, 0, self.config.features, h, w)
+        if out is None:  # an empty series may come with any spatial size
+            return series.new_zeros(b, 0, self.config.features, H, W)
         return out.unflatten(0, (b, t))
+
+    def _memory_format(self, x: Tensor) -> Tensor:
+        """``x`` in the layout of the convolution weights (channels_last when the model was
+        converted with ``model.to(memory_format=torch.channels_last)``)."""
+        if self.s2_encoder.head.weight.is_contiguous(memory_format=torch.channels_last):
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
 
     def _temporal(
         self, features: tuple[Tensor, ...], context: Tensor, query_tokens: Tensor
@@ -492,31 +541,35 @@ class TAMRF(nn.Module):
                 out_flat[i, :, :, start:stop] = decoded.permute(1, 2, 0)
         return out
 
-    def _decode(self, decoded: Tensor) -> Tensor:
-        """(b, t_q, 136, H, W) -> (b, t_q, 18, H, W), a batch of dates at a time."""
+    def _decode(self, decoded: Tensor, context: Sides) -> Tensor:
+        """(b, t_q, 136, rows, cols) with ``context`` around the output ->
+        (b, t_q, 18, rows - top - bottom, cols - left - right), a batch of dates at a time."""
         b, t_q = decoded.shape[:2]
         flat = decoded.flatten(0, 1)
+        inner: Sides = tuple(min(c, 1) for c in context)  # type: ignore[assignment]
         outs = []
         for i in range(0, flat.shape[0], self.encoder_batch_dates):
-            x = F.leaky_relu(self.decoder_conv1(flat[i : i + self.encoder_batch_dates]),
-                             self.config.leaky_slope)  # fmt: skip
-            outs.append(self.decoder_conv2(x))
+            x = self._memory_format(flat[i : i + self.encoder_batch_dates])
+            x = F.leaky_relu(self.decoder_conv1(x), self.config.leaky_slope)
+            x = _crop(x, context, inner)  # conv2 needs 1 px around the block
+            outs.append(_crop(self.decoder_conv2(x), inner, (0, 0, 0, 0)))
         return torch.cat(outs).unflatten(0, (b, t_q))
+
+
+def _crop(x: Tensor, has: Sides, keep: Sides) -> Tensor:
+    """(..., h, w) holding ``has`` (top, bottom, left, right) pixels around a block -> the
+    block with ``keep`` pixels around it (``keep <= has`` on every side)."""
+    top, bottom, left, right = (h - k for h, k in zip(has, keep, strict=True))
+    if not (top or bottom or left or right):
+        return x
+    return x[..., top : x.shape[-2] - bottom, left : x.shape[-1] - right]
+
+
+def _thirds(context: Sides, scale: int) -> Sides:
+    """10 m context in pixels of the ``scale`` times coarser grid."""
+    return tuple(c // scale for c in context)  # type: ignore[return-value]
 
 
 def count_parameters(module: nn.Module) -> int:
     """Trainable parameters."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
-
-
-def receptive_field_radius(config: ModelConfig) -> int:
-    """Radius (10 m pixels) beyond which an input pixel cannot influence an output pixel.
-
-    S2 branch: its 3x3 convs at 10 m (1 pixel each); Landsat branch: its convs at 30 m
-    (3 pixels each), the bicubic kernel (2 Landsat pixels) and the upsampling conv; then the
-    two decoder convs. The transformer is per pixel and adds nothing.
-    """
-    convs_per_encoder = 2 + config.rrdb_blocks * config.rdbs_per_rrdb * config.rdb_convs
-    s2 = convs_per_encoder
-    landsat = config.landsat_scale * (convs_per_encoder + 2) + 1
-    return max(s2, landsat) + 2

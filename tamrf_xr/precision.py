@@ -1,7 +1,9 @@
 """Reduced-precision inference: autocast contexts and what the hardware supports.
 
 fp32 is the reference. bf16 autocast runs on GPUs and on CPUs with native bf16 instructions
-(AVX512-BF16 / AMX), fp16 on GPUs only; the benchmark reports their difference to fp32.
+(AVX512-BF16 / AMX: read from /proc/cpuinfo, never assumed; without them bf16 is emulated and
+about 100x slower than fp32), fp16 on GPUs only; ``benchmarks/precision.py`` reports their
+difference to fp32. Runs ask for ``auto`` by default: the best the hardware has.
 """
 
 from __future__ import annotations
@@ -13,9 +15,18 @@ from typing import Literal
 
 import torch
 
-__all__ = ["Precision", "autocast", "cpu_has_native_bf16", "default_precision"]
+__all__ = [
+    "PRECISION_CHOICES",
+    "Precision",
+    "autocast",
+    "cpu_has_native_bf16",
+    "default_precision",
+    "resolve_precision",
+]
 
 Precision = Literal["fp32", "bf16", "fp16"]
+PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
+"""What a run may ask for; ``auto`` is decided where the model runs (:func:`resolve_precision`)."""
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -34,6 +45,17 @@ def default_precision(device: torch.device | str) -> Precision:
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return "bf16" if cpu_has_native_bf16() else "fp32"
+
+
+def resolve_precision(precision: str, device: torch.device | str) -> Precision:
+    """``precision``, with ``auto`` decided for ``device`` here (:func:`default_precision`).
+
+    Raises:
+        ValueError: an unknown precision.
+    """
+    if precision not in PRECISION_CHOICES:
+        raise ValueError(f"unknown precision {precision!r}: use {', '.join(PRECISION_CHOICES)}")
+    return default_precision(device) if precision == "auto" else precision  # type: ignore[return-value]
 
 
 @contextlib.contextmanager

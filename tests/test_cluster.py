@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -30,6 +32,30 @@ def test_local_cluster_preloads_the_model_on_every_worker(tmp_path) -> None:
         loads = cluster.client.run(loads_in_this_process)
     assert sorted(loads.values()) == [1, 1]
     assert loads_in_this_process() == 0, "the client process never loads the model"
+
+
+def _start_environment() -> dict[str, str]:
+    raw = Path("/proc/self/environ").read_bytes().split(b"\0")
+    return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+
+
+def test_workers_start_with_the_documented_environment_and_precision() -> None:
+    """OpenMP/BLAS threads, OpenMP waits and malloc thresholds are set in every worker
+    before it starts; ``auto`` precision is decided for this machine's CPU."""
+    from pipelines.cluster import WORKER_ENV
+    from tamrf_xr.precision import default_precision
+
+    config = ClusterConfig(n_workers=1, threads_per_worker=2, kind="cpu", dashboard_address=None)
+    with start_cluster(config) as cluster:
+        # The environment the process STARTED with (glibc reads MALLOC_* at start, so a
+        # variable set later in os.environ would have no effect).
+        seen = cluster.client.run(_start_environment)
+        assert [{k: env.get(k) for k in WORKER_ENV} for env in seen.values()] == [WORKER_ENV]
+        assert cluster.precision == default_precision("cpu")
+        assert cluster.model_source(ModelSource("m", precision="auto")).precision == (
+            cluster.precision
+        )
+        assert cluster.model_source(ModelSource("m", precision="fp32")).precision == "fp32"
 
 
 def test_an_existing_scheduler_is_used_and_left_running() -> None:

@@ -119,6 +119,32 @@ def test_math_sdpa_count_is_exact_per_part(case) -> None:
     assert bmm.get("TAMRF.temporal_decoder", 0) == expected.temporal_decoder_attention
 
 
+@pytest.mark.parametrize("context", [(3, 3, 3, 3), (0, 21, 9, 0), (24, 24, 24, 24)])
+def test_context_count_is_exact_per_part(context) -> None:
+    """A block with context: every stage counted on the region it computes."""
+    config, t_s, t_l = CASES["s1t3"]
+    torch.manual_seed(0)
+    model = TAMRF(config).eval()
+    size = 60
+    g = torch.Generator().manual_seed(1)
+    inputs = (torch.randn(1, t_s, 10, size, size, generator=g), torch.arange(t_s)[None] * 5.0,
+              torch.randn(1, t_l, 8, size // 3, size // 3, generator=g),
+              torch.arange(t_l)[None] * 8.0, [1.0, 9.0])  # fmt: skip
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter, sdpa_kernel(SDPBackend.MATH):
+        model(*inputs, context=context)
+    expected = forward_flops(config, size, size, t_s, t_l, 2, context=context)
+    assert counter.get_total_flops() == expected.total
+    assert _part_counts(counter) == expected.parts()
+    assert (
+        expected.output_pixel_dates
+        == (size - context[0] - context[1]) * (size - context[2] - context[3]) * 2
+    )
+    # fewer FLOPs than the whole input, more than the output block alone
+    whole = forward_flops(config, size, size, t_s, t_l, 2).total
+    assert expected.total < whole
+
+
 def test_batch_and_pixel_chunks_do_not_change_the_count() -> None:
     config, t_s, t_l = CASES["s1t3"]
     torch.manual_seed(0)

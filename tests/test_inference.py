@@ -32,6 +32,7 @@ from tamrf_xr.inference import (
     untrained_checkpoint,
 )
 from tamrf_xr.inference.model_cache import loads_in_this_process
+from tamrf_xr.inference.predict import block_layout, model_margin_px
 from tamrf_xr.inference.quality import QUALITY_VARIABLES
 from tamrf_xr.inference.seams import seam_errors
 from tamrf_xr.simulate import Simulation, SimulationConfig
@@ -143,12 +144,15 @@ def test_prediction_is_lazy_and_complete(cubes, source) -> None:
 
 
 def test_tiled_inference_matches_whole_image_within_tolerance(cubes, source) -> None:
-    """The default margin keeps tiled results within the stated tolerance of one-block
-    inference; without a margin the seams are far outside it (so the check can fail)."""
+    """The default margin (the checkpoint's receptive field) keeps tiled results within the
+    stated tolerance of one-block inference over the whole cube, its outer edges included
+    (blocks there use the data that exist, as the whole cube does); without a margin the
+    seams are far outside it (so the check can fail)."""
     s2, landsat = cubes
-    default = InferenceConfig().margin_px
+    default = model_margin_px(source.checkpoint)
+    assert default == 60
     rows = {r["margin_px"]: r for r in seam_errors(s2, landsat, ["2022-06-08"], source,
-                                                   chunk_px=90, margins=[0, default])}  # fmt: skip
+                                                   chunk_px=90, margins=[0, None])}  # fmt: skip
     assert rows[default]["reflectance_max"] < REFLECTANCE_TOLERANCE
     assert rows[default]["lst_max_k"] < LST_TOLERANCE_K
     assert rows[0]["reflectance_max"] > 10 * REFLECTANCE_TOLERANCE
@@ -178,8 +182,50 @@ def test_bad_cubes_are_clear_errors(cubes, source) -> None:
                 source)  # fmt: skip
     with pytest.raises(ValueError, match="multiple of 3"):
         InferenceConfig(chunk_px=100)
-    with pytest.raises(ValueError, match="exceeds chunk_px"):
-        InferenceConfig(chunk_px=30, margin_px=60)
+    with pytest.raises(ValueError, match="on its 30 m pixel edges"):
+        west, _, _, north = (float(s2.x[0]) - 5, 0, 0, float(s2.y[0]) + 5)
+        predict(s2, landsat, ["2022-06-05"], source,
+                output_bounds=(west + 10, north - 300, west + 300, north))  # fmt: skip
+
+
+def test_output_bounds_predict_the_inside_with_the_cube_as_context(cubes, source) -> None:
+    """One margin: the output area is cut into blocks, each computed with the cube around it
+    as context, so predicting the inside of a cube equals predicting the whole cube and
+    cropping; nothing outside the output area is predicted (its blocks cover it exactly)."""
+    s2, landsat = cubes
+    west, north = float(s2.x[0]) - 5, float(s2.y[0]) + 5
+    bounds = (west + 600, north - 1500, west + 1500, north - 600)  # rows/cols 60..150
+    config = InferenceConfig(chunk_px=45)
+    inside = predict(s2, landsat, ["2022-06-08"], source, config, output_bounds=bounds)
+    assert inside["S2_B4"].shape == (1, 90, 90)
+    assert inside["S2_B4"].data.chunks[1:] == ((45, 45), (45, 45))
+    assert float(inside.x[0]) == west + 605 and float(inside.y[0]) == north - 605
+    assert inside.attrs["geotransform"][0] == west + 600
+    whole = predict(s2, landsat, ["2022-06-08"], source, InferenceConfig(chunk_px=180))
+    expected = whole.isel(y=slice(60, 150), x=slice(60, 150)).compute()
+    got = inside.compute()
+    for band in ("S2_B4", "LS_B10", "s2_days_to_clear", "landsat_clear_count"):
+        np.testing.assert_allclose(got[band].values, expected[band].values, atol=2e-4)
+
+
+def test_automatic_blocks_bound_memory_and_split_evenly() -> None:
+    from tamrf_xr.flops import forward_memory_bytes
+    from tamrf_xr.model import ModelConfig
+
+    config = InferenceConfig(margin_px=60)
+    # few dates: one block holds a whole 330 px tile
+    assert block_layout(330, 330, config, (10, 6, 12)) == ((330,), (330,))
+    # many dates: equal blocks, each within the budget
+    rows, cols = block_layout(990, 990, config, (79, 49, 24))
+    assert len(set(rows)) == 1 and sum(rows) == 990 and rows == cols and rows[0] % 3 == 0
+    held = forward_memory_bytes(ModelConfig(), rows[0] + 120, cols[0] + 120, 79, 49, 24,
+                                (60, 60, 60, 60))  # fmt: skip
+    assert held <= config.block_memory_mb * 1e6
+    # a fixed size splits into equal blocks, never a sliver
+    assert block_layout(990, 240, InferenceConfig(chunk_px=480), (1, 1, 1)) == (
+        (330, 330, 330),
+        (240,),
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -210,3 +256,54 @@ def test_model_is_loaded_once_per_worker_and_never_shipped(cubes, source, tmp_pa
     for name in ("S2_B4", "LS_B10"):
         np.testing.assert_allclose(distributed[name].values, local[name].values, rtol=1e-5,
                                    atol=1e-5)  # fmt: skip
+
+
+def test_one_forward_pass_at_a_time_per_process(cubes, source, monkeypatch) -> None:
+    """With several task threads, blocks are prepared concurrently but their forward passes
+    never overlap in one process (they would oversubscribe the worker's cores)."""
+    import importlib
+    import threading
+    import time
+
+    # The module (``tamrf_xr.inference.predict`` the attribute is the function).
+    predict_module = importlib.import_module("tamrf_xr.inference.predict")
+
+    active, peak, calls = [0], [0], [0]
+    lock = threading.Lock()
+    original = predict_module.run_block
+
+    def counted(*args, **kwargs):
+        with lock:
+            active[0] += 1
+            calls[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.05)  # widen the window in which an overlap would show
+        try:
+            return original(*args, **kwargs)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    monkeypatch.setattr(predict_module, "run_block", counted)
+    s2, landsat = cubes
+    out = predict(s2, landsat, ["2022-06-08"], source, InferenceConfig(chunk_px=90, margin_px=12))
+    out["S2_B4"].compute(scheduler="threads", num_workers=4)
+    assert calls[0] == 4 and peak[0] == 1
+
+
+def test_workers_run_the_measured_kernel_defaults(source) -> None:
+    """cached_model applies the kernel settings: one date per encoder call, a 16 MB
+    transformer budget, channels_last convolutions on CPU (overridable)."""
+    import dataclasses
+
+    import torch
+
+    from tamrf_xr.inference import cached_model
+    from tamrf_xr.inference.kernel_settings import DEFAULT_KERNEL
+
+    model = cached_model(source).model
+    assert model.encoder_batch_dates == DEFAULT_KERNEL.encoder_batch_dates == 1
+    assert model.memory_budget_bytes == int(DEFAULT_KERNEL.memory_mb * 2**20)
+    assert model.s2_encoder.head.weight.is_contiguous(memory_format=torch.channels_last)
+    plain = cached_model(dataclasses.replace(source, channels_last=False)).model
+    assert not plain.s2_encoder.head.weight.is_contiguous(memory_format=torch.channels_last)

@@ -15,6 +15,7 @@ from tamrf_xr.model import (
     date_encoding,
     receptive_field_radius,
 )
+from tamrf_xr.receptive_field import stage_context
 
 torch.set_num_threads(2)
 
@@ -142,7 +143,8 @@ def test_landsat_branch_uses_pytorch_bicubic_x3(model: TAMRF):
             ),
             0.2,
         )
-        torch.testing.assert_close(model._encode_landsat(x), expected)
+        no_context = stage_context(model.config, (0, 0, 0, 0))
+        torch.testing.assert_close(model._encode_landsat(x, no_context), expected)
     assert expected.shape == (2, 64, 15, 21)
 
 
@@ -218,6 +220,34 @@ def test_eval_mode_is_deterministic_and_train_mode_uses_dropout(model: TAMRF):
     assert not torch.allclose(a, c)
 
 
+@pytest.mark.parametrize(
+    "context", [(66, 66, 66, 66), (0, 66, 30, 66), (3, 6, 9, 0), (66, 0, 0, 66), (21, 21, 12, 27)]
+)
+def test_context_gives_the_whole_input_cropped(model: TAMRF, context):
+    """A block with context computes each stage only where it needs to (fewer FLOPs), and
+    gives what computing the whole input and cropping gives, on every side, whether the
+    context is more than the receptive field, less, or none (a cube's outer edge)."""
+    size = 156
+    s2, s2_days, landsat, landsat_days = _inputs(t_s=2, t_l=2, size=size, seed=5)
+    top, bottom, left, right = context
+    with torch.no_grad():
+        whole = model(s2, s2_days, landsat, landsat_days, [3.0, 40.0])
+        block = model(s2, s2_days, landsat, landsat_days, [3.0, 40.0], context=context)
+    expected = whole[..., top : size - bottom, left : size - right]
+    assert block.shape == expected.shape
+    torch.testing.assert_close(block, expected, atol=2e-5, rtol=1e-5)
+    # the output varies from pixel to pixel, so a crop one pixel off would fail
+    assert (expected[..., 1:, :] - expected[..., :-1, :]).abs().amax() > 1e-3
+
+
+def test_context_must_leave_an_output_and_stay_aligned(model: TAMRF):
+    s2, s2_days, landsat, landsat_days = _inputs(t_s=1, t_l=1, size=30, seed=1)
+    with pytest.raises(ValueError, match="leaves no output pixel"):
+        model(s2, s2_days, landsat, landsat_days, [1.0], context=(15, 15, 0, 0))
+    with pytest.raises(ValueError, match="multiples of 3"):
+        model(s2, s2_days, landsat, landsat_days, [1.0], context=(2, 0, 0, 0))
+
+
 def test_outputs_depend_only_on_the_receptive_field(model: TAMRF):
     """Changing an input pixel changes nothing beyond the receptive field radius (which makes
     tiled inference exact), and does change outputs within it."""
@@ -290,3 +320,27 @@ def test_bf16_autocast_stays_close_to_fp32(model: TAMRF):
     assert default_precision("cpu") in ("fp32", "bf16")
     with pytest.raises(ValueError, match="CUDA"), autocast("cpu", "fp16"):
         pass
+
+
+def test_auto_precision_is_detected_never_assumed(monkeypatch):
+    """``auto`` is bf16 only on a CPU whose flags say it executes bf16 natively."""
+    import tamrf_xr.precision as precision
+
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    assert precision.resolve_precision("auto", "cpu") == "fp32"
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    assert precision.resolve_precision("auto", "cpu") == "bf16"
+    assert precision.resolve_precision("fp32", "cpu") == "fp32"
+    with pytest.raises(ValueError, match="unknown precision"):
+        precision.resolve_precision("half", "cpu")
+
+
+def test_cpu_flags_decide_native_bf16(monkeypatch, tmp_path):
+    import tamrf_xr.precision as precision
+
+    for flags, expected in (("fpu avx2 fma", False), ("avx512f avx512_bf16", True),
+                            ("amx_bf16 amx_tile", True)):  # fmt: skip
+        cpuinfo = tmp_path / "cpuinfo"
+        cpuinfo.write_text(f"processor : 0\nflags : {flags}\n")
+        monkeypatch.setattr(precision, "Path", lambda _path, f=cpuinfo: f)
+        assert precision.cpu_has_native_bf16() is expected

@@ -97,12 +97,14 @@ def test_items_go_to_the_tiles_their_footprints_reach():
         assert plan.s2_dates == (("2022-06-01",) if plan.s2_items else ())
         if not plan.s2_items:
             assert plan.flops == 0
-        else:  # a 72 x 72 cube (60 + 2 x 6): blocks of 60 and 12 px, each with 6 px margins
+        else:  # a 72 x 72 cube (60 + 2 x 6): one block, the tile, with the cube as context
             assert plan.cube_shape == (72, 72)
-            sizes = (60 + 12, 12 + 12)
-            expected = sum(forward_flops(ModelConfig(), h, w, 1, 0, 2).total
-                           for h in sizes for w in sizes)  # fmt: skip
-            assert plan.flops == expected
+            expected = forward_flops(ModelConfig(), 72, 72, 1, 0, 2, context=(6, 6, 6, 6))
+            assert plan.flops == expected.total
+            # one margin: less than predicting the whole cube, more than the tile alone
+            whole = forward_flops(ModelConfig(), 72, 72, 1, 0, 2).total
+            alone = forward_flops(ModelConfig(), 60, 60, 1, 0, 2).total
+            assert alone < plan.flops < whole
 
 
 def _locked_elsewhere(out) -> bool:

@@ -15,11 +15,12 @@ from pathlib import Path
 import torch
 
 from tamrf_xr.checkpoint import LoadedModel, load_model, save_checkpoint
+from tamrf_xr.inference.kernel_settings import DEFAULT_KERNEL, KernelSettings
 from tamrf_xr.model import TAMRF, ModelConfig
 from tamrf_xr.normalisation import REFERENCE_LS2S2_ALL
-from tamrf_xr.precision import Precision
 
 __all__ = [
+    "FORWARD_LOCK",
     "ModelSource",
     "cached_model",
     "loads_in_this_process",
@@ -38,9 +39,15 @@ class ModelSource:
     """``cpu``, ``cuda`` (the worker's GPU: dask-cuda gives each worker one), ``cuda:N``, or
     ``auto``: decided in the process that runs the model (CUDA when that process sees a GPU),
     so that a client without a GPU can drive a GPU cluster."""
-    precision: Precision = "fp32"
-    memory_mb: float = 512.0
+    precision: str = "fp32"
+    """``fp32``, ``bf16``, ``fp16`` (GPU), or ``auto``: decided where the model runs, bf16
+    where the hardware executes it natively (:func:`tamrf_xr.precision.resolve_precision`)."""
+    memory_mb: float = DEFAULT_KERNEL.memory_mb
     """Working memory of one transformer pixel chunk (results do not depend on it)."""
+    encoder_batch_dates: int = DEFAULT_KERNEL.encoder_batch_dates
+    """Dates per spatial-encoder call (results do not depend on it)."""
+    channels_last: bool | None = None
+    """Convolutions in NHWC layout; None: on CPUs (oneDNN is faster there), not on GPUs."""
     torch_threads: int | None = None
     """CPU threads of one forward pass; None leaves torch's default (set it to the worker's
     thread count so that workers do not oversubscribe the cores)."""
@@ -48,6 +55,10 @@ class ModelSource:
 
 _CACHE: dict[ModelSource, LoadedModel] = {}
 _LOCK = threading.Lock()
+FORWARD_LOCK = threading.Lock()
+"""Held around every forward pass of a process: a Dask worker runs one forward pass at a
+time on all its threads (``torch_threads``), while its other task threads read and mask
+cubes. Two passes at once would run 2 x ``torch_threads`` threads on the worker's cores."""
 _LOADS = [0]
 
 
@@ -72,8 +83,12 @@ def cached_model(source: ModelSource) -> LoadedModel:
                 torch.set_num_threads(source.torch_threads)
             loaded = load_model(source.checkpoint)
             _LOADS[0] += 1
-            loaded.model.to(torch.device(resolve_device(source.device))).eval()
-            loaded.model.set_memory_budget(source.memory_mb)
+            device = torch.device(resolve_device(source.device))
+            loaded.model.to(device).eval()
+            channels_last = (device.type == "cpu" if source.channels_last is None
+                             else source.channels_last)  # fmt: skip
+            KernelSettings(source.memory_mb, source.encoder_batch_dates,
+                           channels_last).apply(loaded.model)  # fmt: skip
             _CACHE[source] = loaded
         return loaded
 

@@ -571,6 +571,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--start", type=dt.date.fromisoformat, default=None, help="first day")
     p.add_argument("--end", type=dt.date.fromisoformat, default=None, help="last day")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--no-worker-env",
+        action="store_true",
+        help="run in this shell's environment, not the run's worker environment "
+        "(pipelines.cluster.WORKER_ENV: malloc thresholds, thread counts)",
+    )
     p.add_argument("--threads", default="2", help="worker counts, comma-separated")
     p.add_argument("--repeats", type=int, default=None, help="best of (default 3)")
     p.add_argument("--sensors", default="s2,landsat")
@@ -615,12 +621,26 @@ def _json_default(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else str(value)
 
 
+def _in_worker_environment(args: argparse.Namespace) -> None:
+    """Re-run this script in the environment of the run's worker processes
+    (``pipelines.cluster.WORKER_ENV``: malloc thresholds and thread counts, which glibc and
+    OpenMP read at process start), unless ``--no-worker-env`` or already there."""
+    from pipelines.cluster import WORKER_ENV
+
+    if args.no_worker_env or all(os.environ.get(k) == v for k, v in WORKER_ENV.items()):
+        return
+    os.execve(sys.executable, [sys.executable, *sys.argv], os.environ | WORKER_ENV)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     if args.report:
         result = json.loads(args.report.read_text())
     else:
+        if argv is None:
+            _in_worker_environment(args)
         result = measure(args)
+        result["worker_env"] = not args.no_worker_env
         result["summary"] = summarise(result)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2, default=_json_default) + "\n")

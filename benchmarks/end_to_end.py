@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import os
 import platform
@@ -57,6 +58,8 @@ class Scenario:
     dates: str
     tile_size_m: float
     tiles_in_flight: int
+    aligned: bool = False
+    """Region edges moved onto tile corners: whole tiles, as inside a large run."""
 
 
 SCENARIOS = {
@@ -72,24 +75,26 @@ SCENARIOS = {
     ),
     "tiles-16-dates": Scenario(
         "tiles-16-dates",
-        "240 px region in 4 tiles of 1200 m, 2 in flight, 2022-05..07, "
+        "480 px region on tile corners, 4 tiles of 2400 m, 2 in flight, 2022-05..07, "
         "12 output dates (about 16 input dates kept per tile)",
-        240,
+        480,
         dt.date(2022, 5, 1),
         dt.date(2022, 7, 31),
         ",".join(f"2022-{m:02d}-{d:02d}" for m in (5, 6, 7) for d in (1, 8, 16, 24)),
-        1_200.0,
+        2_400.0,
         2,
+        True,
     ),
     "tiles-year": Scenario(
         "tiles-year",
-        "240 px region in 4 tiles of 1200 m, 2 in flight, 2022, SMS (24 dates)",
-        240,
+        "480 px region on tile corners, 4 tiles of 2400 m, 2 in flight, 2022, SMS (24 dates)",
+        480,
         dt.date(2022, 1, 1),
         dt.date(2022, 12, 31),
         "SMS",
-        1_200.0,
+        2_400.0,
         2,
+        True,
     ),
 }
 
@@ -117,7 +122,51 @@ def simulated_catalog(scenario: Scenario, data_dir: Path) -> tuple[Any, Path]:
     config = SimulationConfig(seed=0, center_lon=1.45, center_lat=43.60,
                               width_px=scenario.size_px, height_px=scenario.size_px,
                               start=scenario.start, end=scenario.end)  # fmt: skip
-    return config, open_or_write_simulated_catalog(config, data_dir / "catalogs").catalog
+    if scenario.aligned:
+        config = _on_tile_corners(config, scenario.tile_size_m)
+    key = hashlib.sha256(config.to_json().encode()).hexdigest()[:16]
+    return config, open_or_write_simulated_catalog(config, data_dir / "catalogs" / key).catalog
+
+
+def _on_tile_corners(config: Any, tile_size_m: float) -> Any:
+    """``config`` with its region's west and north edges moved onto tile corners."""
+    from pyproj import Transformer
+
+    from tamrf_xr.simulate.geometry import region_grid
+
+    grid = region_grid(config)
+    x0 = round(grid.bounds[0] / tile_size_m) * tile_size_m
+    y0 = round(grid.bounds[3] / tile_size_m) * tile_size_m
+    # region_grid snaps the centre +- half the size to 60 m: aim 30 m inside the wanted cell.
+    cx = x0 + config.width_px * 5.0 + 30.0
+    cy = y0 - config.height_px * 5.0 - 30.0
+    lon, lat = Transformer.from_crs(grid.epsg, 4326, always_xy=True).transform(cx, cy)
+    moved = dataclasses.replace(config, center_lon=round(lon, 7), center_lat=round(lat, 7),
+                                epsg=grid.epsg)  # fmt: skip
+    bounds = region_grid(moved).bounds
+    if (bounds[0], bounds[3]) != (x0, y0):
+        raise RuntimeError(f"could not align the region: {bounds[0], bounds[3]} != {x0, y0}")
+    return moved
+
+
+def _warm_up(source: Any) -> None:
+    """One small forward pass on this worker with the run's model settings."""
+    import numpy as np
+
+    from tamrf_xr.inference import cached_model
+    from tamrf_xr.inference.blocks import predict_block
+    from tamrf_xr.inference.model_cache import resolve_device
+    from tamrf_xr.precision import resolve_precision
+
+    device = resolve_device(source.device)
+    rng = np.random.default_rng(0)
+    s2 = rng.uniform(0, 0.3, (3, 10, 66, 66)).astype(np.float32)
+    landsat = rng.uniform(0, 0.3, (2, 8, 22, 22)).astype(np.float32)
+    landsat[:, 7] = 300.0
+    precision = resolve_precision(source.precision, device)
+    predict_block(s2, np.ones((3, 66, 66), bool), np.arange(3.0), landsat,
+                  np.ones((2, 22, 22), bool), np.arange(2.0), np.arange(2.0),
+                  cached_model(source), device, precision)  # fmt: skip
 
 
 def kernel_pass(request: Any, items: dict[str, list], source: Any) -> dict[str, Any]:
@@ -130,6 +179,7 @@ def kernel_pass(request: Any, items: dict[str, list], source: Any) -> dict[str, 
     from pipelines.production import region_tiles
     from pipelines.tile_plan import plan_tiles
     from tamrf_xr.inference import predict
+    from tamrf_xr.inference.throughput import cube_flops
 
     inference = request.inference()
     s2_collection, landsat_collection = request.collections
@@ -148,8 +198,13 @@ def kernel_pass(request: Any, items: dict[str, list], source: Any) -> dict[str, 
         start = time.perf_counter()
         prediction.compute()
         seconds = time.perf_counter() - start
+        # The FLOPs of the dates kept by the clear-share filter (the plan counts every date).
+        rows, cols = cube.window(output.bounds)
+        flops = cube_flops(cube.shape, ((rows.start, rows.stop), (cols.start, cols.stop)),
+                           s2.sizes["time"], landsat.sizes["time"],
+                           len(request.output_dates()), inference)  # fmt: skip
         tiles.append({"tile": plan.tile_id, "seconds": seconds, "s2_dates": s2.sizes["time"],
-                      "landsat_dates": landsat.sizes["time"], "flops": plan.flops})  # fmt: skip
+                      "landsat_dates": landsat.sizes["time"], "flops": flops})  # fmt: skip
         del s2, landsat, prediction
     return {"seconds": sum(t["seconds"] for t in tiles), "tiles": tiles}
 
@@ -184,6 +239,9 @@ def run_scenario(
         address = running.client.scheduler.address
         source = running.model_source(ModelSource(str(checkpoint), precision=request.precision))
         running.preload(source)
+        # A process's first forward pass also pays one-time kernel set-up (oneDNN): paid
+        # here, so that neither pass below does.
+        running.client.run(_warm_up, source)
         items = search_region(request)
         usage = running.client.run(_worker_usage)
         start = time.perf_counter()
@@ -257,8 +315,8 @@ def projection(result: dict[str, Any], gpu_flop_rate: float | None) -> dict[str,
     read = sum(r["area_km2"] * r["input_dates_read"] for r in scenarios)
     gpu_rate = gpu_flop_rate or ASSUMED_GPU_FLOP_RATE
     rows = []
-    for label, (t_s, t_l) in {"all dates kept (73+45)": (73, 45),
-                              "kept share of the demo": _kept(scenarios)}.items():  # fmt: skip
+    for label, (t_s, t_l) in {"all dates kept": (73, 45),
+                              "kept as in the demo": _kept(scenarios)}.items():  # fmt: skip
         flops = cube_flops((tile + 2 * margin,) * 2, window, t_s, t_l, t_q, config)
         total = flops / (tile * tile * 1e-4) * EUROPE_KM2
         gpu_hours = total / gpu_rate / 3600

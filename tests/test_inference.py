@@ -42,7 +42,7 @@ REGION = SimulationConfig(
     cloud_cover_mean=0.15,
 )  # fmt: skip
 REFLECTANCE_TOLERANCE = 1e-4
-"""Tiled vs whole-image inference, max over the interior: far below sensor noise (~0.005)."""
+"""Tiled vs whole-image inference, max over the whole cube: far below sensor noise (~0.005)."""
 LST_TOLERANCE_K = 0.01
 
 

@@ -303,6 +303,7 @@ def test_a_second_run_on_the_same_output_is_refused_while_the_first_lives(
         ({"--out-dir": "under-a-file"}, "not writable"),
         ({"--aoi": "empty.geojson", "--bbox": None}, "has no features"),
         ({"--tile-size-m": "100"}, "multiple of 30"),
+        ({"--precision": "half"}, "precision 'half'"),
     ],
 )
 def test_bad_parameters_are_rejected_up_front_with_nothing_written(

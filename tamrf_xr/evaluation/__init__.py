@@ -1,0 +1,26 @@
+"""The paper's evaluation operators: degradation to the sensors' grids, metrics, masking.
+
+Pure NumPy: no model, no I/O. See README "Evaluation" for names, shapes and units.
+"""
+
+from tamrf_xr.evaluation.degradation import degradation_kernels, degrade
+from tamrf_xr.evaluation.masking_strategies import STRATEGIES, masked_dates
+from tamrf_xr.evaluation.metrics import (
+    frequency_restoration,
+    nrmse,
+    radial_profile_db,
+    rmse_per_date_band,
+    spectral_angle_deg,
+)
+
+__all__ = [
+    "STRATEGIES",
+    "degradation_kernels",
+    "degrade",
+    "frequency_restoration",
+    "masked_dates",
+    "nrmse",
+    "radial_profile_db",
+    "rmse_per_date_band",
+    "spectral_angle_deg",
+]

@@ -187,3 +187,44 @@ def test_random_hides_ceil_n_r_dates_per_sensor() -> None:
     assert hidden[0].sum() == 3 and hidden[1].sum() == 1  # ceil(2.1), ceil(0.9)
     with pytest.raises(ValueError, match="unknown masking strategy"):
         masked_dates("CLOUDS", s2, landsat)
+
+
+# -- baselines -------------------------------------------------------------------------------
+
+
+def test_linear_interpolation_is_exact_on_a_linear_in_time_series() -> None:
+    from tamrf_xr.evaluation import linear_temporal_interpolation
+
+    days = np.array([0.0, 10.0, 25.0, 40.0, 70.0])
+    slope = np.random.default_rng(4).uniform(-0.01, 0.01, (2, 5, 6))
+    values = 0.2 + days[:, None, None, None] * slope[None]  # (t, b, h, w)
+    clear = np.ones((5, 5, 6), bool)
+    clear[2] = False  # a cloudy date in the middle: interpolated across
+    clear[4, 0, 0] = False  # this pixel's last clear date is day 40
+    queries = np.array([5.0, 25.0, 33.0, 40.0, 60.0])
+    out = linear_temporal_interpolation(values, clear, days, queries)
+    expected = 0.2 + queries[:, None, None, None] * slope[None]
+    inside = np.ones_like(out, bool)
+    inside[-1, :, 0, 0] = False  # day 60 for pixel (0, 0): beyond its last clear date
+    np.testing.assert_allclose(out[inside], expected[inside], atol=1e-6)
+    np.testing.assert_allclose(out[-1, :, 0, 0], values[3, :, 0, 0], atol=1e-7)  # held
+
+
+def test_linear_interpolation_extends_the_ends_and_leaves_unobserved_pixels_nan() -> None:
+    from tamrf_xr.evaluation import linear_temporal_interpolation
+
+    values = np.array([0.1, 0.3], np.float32)[:, None, None, None] * np.ones((2, 1, 2, 2))
+    clear = np.ones((2, 2, 2), bool)
+    clear[:, 1, 1] = False
+    out = linear_temporal_interpolation(values, clear, np.array([10.0, 20.0]),
+                                        np.array([0.0, 15.0, 30.0]))  # fmt: skip
+    np.testing.assert_allclose(out[:, 0, 0, 0], [0.1, 0.2, 0.3], atol=1e-7)
+    assert np.isnan(out[:, 0, 1, 1]).all()
+
+
+def test_bicubic_of_a_constant_is_the_constant() -> None:
+    from tamrf_xr.evaluation import bicubic_upsampling
+
+    out = bicubic_upsampling(np.full((2, 7, 5), 0.37, np.float32), 3)
+    assert out.shape == (2, 21, 15)
+    np.testing.assert_allclose(out, 0.37, rtol=1e-6)

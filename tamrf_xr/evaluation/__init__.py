@@ -3,6 +3,7 @@
 Pure NumPy: no model, no I/O. See README "Evaluation" for names, shapes and units.
 """
 
+from tamrf_xr.evaluation.baselines import bicubic_upsampling, linear_temporal_interpolation
 from tamrf_xr.evaluation.degradation import degradation_kernels, degrade
 from tamrf_xr.evaluation.masking_strategies import STRATEGIES, masked_dates
 from tamrf_xr.evaluation.metrics import (
@@ -15,9 +16,11 @@ from tamrf_xr.evaluation.metrics import (
 
 __all__ = [
     "STRATEGIES",
+    "bicubic_upsampling",
     "degradation_kernels",
     "degrade",
     "frequency_restoration",
+    "linear_temporal_interpolation",
     "masked_dates",
     "nrmse",
     "radial_profile_db",

@@ -1,0 +1,75 @@
+"""Simple baselines of the evaluation, run on the same inputs as TAMRF.
+
+- :func:`linear_temporal_interpolation`: per pixel, linear in time between the nearest clear
+  observations before and after each query date (the nearest one beyond the series' ends);
+- :func:`bicubic_upsampling`: Landsat (30 m) or S2 20 m bands to 10 m, PyTorch's bicubic
+  (``tamrf_xr.resample.upsample_bicubic``).
+
+Shapes: dates ``t``, queries ``q``, bands ``b``, rows ``h``, columns ``w``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tamrf_xr.resample import upsample_bicubic
+
+__all__ = ["bicubic_upsampling", "linear_temporal_interpolation"]
+
+
+def linear_temporal_interpolation(
+    values: np.ndarray, clear: np.ndarray, days: np.ndarray, query_days: np.ndarray
+) -> np.ndarray:
+    """Per-pixel linear interpolation in time of clear observations.
+
+    Args:
+        values: (t, b, h, w) observations, dates sorted by ``days``.
+        clear: (t, h, w) bool: which observations may be used.
+        days: (t,) increasing days.
+        query_days: (q,) days to predict.
+
+    Returns:
+        (q, b, h, w) float32: between two clear dates, the linear interpolation; before the
+        first or after the last clear date, that date's value; NaN where a pixel has no clear
+        date at all.
+    """
+    values = np.asarray(values, np.float32)
+    clear = np.asarray(clear, bool) & np.isfinite(values).all(axis=1)
+    days = np.asarray(days, np.float64)
+    if values.ndim != 4 or clear.shape != (values.shape[0], *values.shape[2:]):
+        raise ValueError(f"values must be (t, b, h, w) and clear (t, h, w); got {values.shape}, "
+                         f"{clear.shape}")  # fmt: skip
+    if np.any(np.diff(days) < 0):
+        raise ValueError("days must be sorted in increasing order")
+    t = len(days)
+    index = np.arange(t)[:, None, None]
+    # Per pixel: the last clear date up to each date, the first clear date from each date.
+    last = np.maximum.accumulate(np.where(clear, index, -1), axis=0)
+    first = np.minimum.accumulate(np.where(clear, index, t)[::-1], axis=0)[::-1]
+    out = np.full((len(query_days), *values.shape[1:]), np.nan, np.float32)
+    rows, cols = np.indices(values.shape[2:])
+    for k, day in enumerate(np.asarray(query_days, np.float64)):
+        at = np.searchsorted(days, day, side="right") - 1  # last date <= day
+        before = last[at] if at >= 0 else np.full(values.shape[2:], -1)
+        after = first[at + 1] if at + 1 < t else np.full(values.shape[2:], t)
+        if at >= 0 and days[at] == day:  # a clear date on the query day is used as is
+            after = np.where(clear[at], at, after)
+        has_before, has_after = before >= 0, after < t
+        b = np.clip(before, 0, t - 1)
+        a = np.clip(after, 0, t - 1)
+        v_before = values[b, :, rows, cols].transpose(2, 0, 1)  # (b, h, w)
+        v_after = values[a, :, rows, cols].transpose(2, 0, 1)
+        span = days[a] - days[b]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            weight = np.where(span > 0, (day - days[b]) / span, 0.0)
+        both = has_before & has_after
+        estimate = np.where(both, v_before + weight * (v_after - v_before), np.nan)
+        estimate = np.where(has_before & ~has_after, v_before, estimate)
+        estimate = np.where(~has_before & has_after, v_after, estimate)
+        out[k] = estimate
+    return out
+
+
+def bicubic_upsampling(values: np.ndarray, factor: int) -> np.ndarray:
+    """(..., h, w) -> (..., factor h, factor w) float32, bicubic (a = -0.75)."""
+    return upsample_bicubic(np.asarray(values, np.float32), factor)

@@ -228,3 +228,52 @@ def test_bicubic_of_a_constant_is_the_constant() -> None:
     out = bicubic_upsampling(np.full((2, 7, 5), 0.37, np.float32), 3)
     assert out.shape == (2, 21, 15)
     np.testing.assert_allclose(out, 0.37, rtol=1e-6)
+
+
+def test_starfm_fusion_is_exact_when_landsat_sees_the_same_uniform_change() -> None:
+    """S2 changes by a band-wise constant between dates, and Landsat sees that change: the
+    nearest clear S2 date plus the (upsampled) Landsat change is the truth."""
+    from tamrf_xr.bands import S2_BANDS
+    from tamrf_xr.evaluation import starfm_fusion
+    from tamrf_xr.evaluation.baselines import S2_TO_LANDSAT
+
+    rng = np.random.default_rng(5)
+    landsat_names = ["LS_B1", "LS_B2", "LS_B3", "LS_B4", "LS_B5", "LS_B6", "LS_B7", "LS_B10"]
+    landsat_change = rng.uniform(-0.05, 0.05, 8)  # per Landsat band, from day 0 to day 20
+    s2_change = np.array([landsat_change[landsat_names.index(S2_TO_LANDSAT[b.name])]
+                          for b in S2_BANDS])  # fmt: skip
+    s2_day0 = rng.uniform(0.05, 0.4, (10, 12, 12)).astype(np.float32)
+    s2 = np.stack([s2_day0, s2_day0 + 5 * s2_change[:, None, None]])  # days 0 and 100
+    s2_clear = np.ones((2, 12, 12), bool)
+    s2_clear[1, :6] = False  # half of day 100 cloudy: those pixels use day 0 anyway
+    landsat0 = rng.uniform(0.05, 0.4, (8, 4, 4))
+    landsat = np.stack([landsat0, landsat0 + landsat_change[:, None, None]])  # days 0, 20
+    out = starfm_fusion(s2, s2_clear, np.array([0.0, 100.0]), landsat,
+                        np.ones((2, 4, 4), bool), np.array([0.0, 20.0]), 20.0)  # fmt: skip
+    expected = s2_day0 + s2_change[:, None, None]
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+
+
+def test_dms_recovers_a_tree_shaped_relation_and_its_residuals_average_back() -> None:
+    """LST a step function of NIR (what a tree learns exactly), reflectance constant within
+    each 3 x 3 block: the sharpened LST is exact; on arbitrary data, residual correction
+    makes each 30 m block average to the observed LST."""
+    from tamrf_xr.evaluation import dms_thermal_sharpening
+
+    rng = np.random.default_rng(6)
+    coarse_nir = rng.uniform(0.1, 0.5, (10, 10))
+    predictors = np.stack([np.full((30, 30), 0.05), np.full((30, 30), 0.08),
+                           np.full((30, 30), 0.06),
+                           coarse_nir.repeat(3, 0).repeat(3, 1)])  # fmt: skip
+    lst = np.where(coarse_nir > 0.3, 295.0, 310.0)
+    clear30, clear10 = np.ones((10, 10), bool), np.ones((30, 30), bool)
+    out = dms_thermal_sharpening(lst, clear30, predictors, clear10, min_samples_leaf=1)
+    np.testing.assert_allclose(out, lst.repeat(3, 0).repeat(3, 1), atol=1e-4)
+
+    fine = rng.uniform(0.05, 0.5, (4, 30, 30))
+    noisy = rng.uniform(280, 320, (10, 10))
+    sharpened = dms_thermal_sharpening(noisy, clear30, fine, clear10)
+    block_means = sharpened.reshape(10, 3, 10, 3).mean(axis=(1, 3))
+    np.testing.assert_allclose(block_means, noisy, atol=1e-3)
+    without = dms_thermal_sharpening(noisy, clear30, fine, clear10, residual_correction=False)
+    assert np.abs(without.reshape(10, 3, 10, 3).mean(axis=(1, 3)) - noisy).max() > 1.0

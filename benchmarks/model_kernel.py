@@ -259,7 +259,7 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from tamrf_xr.flops import forward_flops
-    from tamrf_xr.inference.kernel_settings import DEFAULT_KERNEL, KernelSettings
+    from tamrf_xr.inference.kernel_settings import KernelSettings
     from tamrf_xr.model import TAMRF, ModelConfig
 
     device, n, size, t_q = case["device"], case["dates"], case["size"], case["queries"]
@@ -269,11 +269,8 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
     config = ModelConfig()
     model = TAMRF(config).to(device).eval()
     # The settings workers run with (tamrf_xr.inference.cached_model), each overridable.
-    channels_last = case["channels_last"]
-    settings = KernelSettings(
-        case["memory_mb"] or DEFAULT_KERNEL.memory_mb,
-        case["encoder_batch_dates"] or DEFAULT_KERNEL.encoder_batch_dates,
-        device == "cpu" if channels_last is None else channels_last,
+    settings = KernelSettings.for_device(
+        device, case["memory_mb"], case["encoder_batch_dates"], case["channels_last"]
     )
     settings.apply(model)
     if case["pixel_chunk"]:

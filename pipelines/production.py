@@ -67,7 +67,7 @@ from tamrf_xr.inference import (
 from tamrf_xr.inference.model_cache import resolve_device
 from tamrf_xr.inference.predict import checkpoint_identity
 from tamrf_xr.inference.throughput import measured_flop_rate
-from tamrf_xr.precision import PRECISION_CHOICES, resolve_precision
+from tamrf_xr.precision import check_precision, resolve_precision
 
 __all__ = [
     "ProductionRequest",
@@ -183,11 +183,7 @@ class ProductionRequest:
         GridSpec(tile_size_m=self.tile_size_m)  # not a multiple of 30 m: ValueError
         Level3Config(encoding=self.encoding)  # type: ignore[arg-type]
         InferenceConfig(chunk_px=self.chunk_px)
-        if self.precision not in PRECISION_CHOICES:
-            raise ValueError(
-                f"precision {self.precision!r}: use {', '.join(PRECISION_CHOICES)} (auto: bf16 "
-                "where the hardware runs it natively, else fp32)"
-            )
+        check_precision(self.precision)
 
     @property
     def profile(self) -> CatalogProfile:

@@ -156,6 +156,19 @@ class ForwardFlops:
         }
 
 
+def _output_block(H: int, W: int, context: Sides) -> tuple[int, int]:
+    """(rows, cols) of the output block inside an ``H x W`` input with ``context``."""
+    h, w = H - context[0] - context[1], W - context[2] - context[3]
+    if min(h, w) < 1:
+        raise ValueError(f"context {context} leaves no output pixel in {H} x {W}")
+    return h, w
+
+
+def _grown(h: int, w: int, sides: Sides, factor: int = 1) -> tuple[int, int]:
+    """(rows, cols) of an ``h x w`` block (at 1/factor resolution) plus ``sides``."""
+    return h // factor + sides[0] + sides[1], w // factor + sides[2] + sides[3]
+
+
 def forward_flops(
     config: ModelConfig,
     H: int,
@@ -189,13 +202,10 @@ def forward_flops(
     if t_q < 1:
         raise ValueError(f"need at least one query date, got t_q = {t_q}")
     stages = stage_context(config, context)
-    h, w = H - context[0] - context[1], W - context[2] - context[3]
-    if min(h, w) < 1:
-        raise ValueError(f"context {context} leaves no output pixel in {H} x {W}")
+    h, w = _output_block(H, W, context)
 
     def size(sides: Sides, factor: int = 1) -> tuple[int, int]:
-        """(rows, cols) of the block (at 1/factor resolution) plus ``sides``."""
-        return h // factor + sides[0] + sides[1], w // factor + sides[2] + sides[3]
+        return _grown(h, w, sides, factor)
 
     f, d, ffn = config.features, config.d_model, config.ffn_dim
     decoded = size(stages.decoded)
@@ -243,10 +253,7 @@ def forward_memory_bytes(
 
     Args: as :func:`forward_flops`; ``element_bytes`` 4 for fp32, 2 for bf16 features.
     """
-    stages = stage_context(config, context)
-    h, w = H - context[0] - context[1], W - context[2] - context[3]
-    rows = h + stages.decoded[0] + stages.decoded[1]
-    cols = w + stages.decoded[2] + stages.decoded[3]
+    rows, cols = _grown(*_output_block(H, W, context), stage_context(config, context).decoded)
     scale = config.landsat_scale
     landsat_pixels = (H // scale) * (W // scale)
     inputs = 4 * (H * W * t_s * config.s2_bands + landsat_pixels * t_l * config.landsat_bands)

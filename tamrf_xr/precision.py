@@ -19,6 +19,7 @@ __all__ = [
     "PRECISION_CHOICES",
     "Precision",
     "autocast",
+    "check_precision",
     "cpu_has_native_bf16",
     "default_precision",
     "resolve_precision",
@@ -47,14 +48,22 @@ def default_precision(device: torch.device | str) -> Precision:
     return "bf16" if cpu_has_native_bf16() else "fp32"
 
 
+def check_precision(precision: str) -> None:
+    """Raise a ValueError naming the choices unless ``precision`` is one of them."""
+    if precision not in PRECISION_CHOICES:
+        raise ValueError(
+            f"unknown precision {precision!r}: use {', '.join(PRECISION_CHOICES)} (auto: bf16 "
+            "where the hardware runs it natively, else fp32)"
+        )
+
+
 def resolve_precision(precision: str, device: torch.device | str) -> Precision:
     """``precision``, with ``auto`` decided for ``device`` here (:func:`default_precision`).
 
     Raises:
         ValueError: an unknown precision.
     """
-    if precision not in PRECISION_CHOICES:
-        raise ValueError(f"unknown precision {precision!r}: use {', '.join(PRECISION_CHOICES)}")
+    check_precision(precision)
     return default_precision(device) if precision == "auto" else precision  # type: ignore[return-value]
 
 

@@ -31,6 +31,23 @@ class KernelSettings:
     channels_last: bool = True
     """NHWC convolution weights (inputs follow, see ``TAMRF._memory_format``)."""
 
+    @classmethod
+    def for_device(
+        cls,
+        device: str,
+        memory_mb: float | None = None,
+        encoder_batch_dates: int | None = None,
+        channels_last: bool | None = None,
+    ) -> KernelSettings:
+        """The settings a model on ``device`` runs with: each knob given, or the default;
+        channels_last by default on CPUs only (oneDNN is faster in NHWC there)."""
+        return cls(
+            DEFAULT_KERNEL.memory_mb if memory_mb is None else memory_mb,
+            DEFAULT_KERNEL.encoder_batch_dates if encoder_batch_dates is None
+            else encoder_batch_dates,
+            torch.device(device).type == "cpu" if channels_last is None else channels_last,
+        )  # fmt: skip
+
     def apply(self, model: TAMRF) -> TAMRF:
         """Set the knobs on ``model`` (in place) and return it."""
         model.set_memory_budget(self.memory_mb, encoder_batch_dates=self.encoder_batch_dates)

@@ -85,10 +85,8 @@ def cached_model(source: ModelSource) -> LoadedModel:
             _LOADS[0] += 1
             device = torch.device(resolve_device(source.device))
             loaded.model.to(device).eval()
-            channels_last = (device.type == "cpu" if source.channels_last is None
-                             else source.channels_last)  # fmt: skip
-            KernelSettings(source.memory_mb, source.encoder_batch_dates,
-                           channels_last).apply(loaded.model)  # fmt: skip
+            KernelSettings.for_device(str(device), source.memory_mb, source.encoder_batch_dates,
+                                      source.channels_last).apply(loaded.model)  # fmt: skip
             _CACHE[source] = loaded
         return loaded
 

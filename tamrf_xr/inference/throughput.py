@@ -9,12 +9,11 @@ one timed forward pass here (:func:`measured_flop_rate`) or from the user.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 
 import torch
 
 from tamrf_xr.flops import forward_flops
-from tamrf_xr.inference.kernel_settings import DEFAULT_KERNEL
+from tamrf_xr.inference.kernel_settings import KernelSettings
 from tamrf_xr.inference.model_cache import resolve_device
 from tamrf_xr.inference.predict import InferenceConfig, prediction_blocks
 from tamrf_xr.model import TAMRF, ModelConfig
@@ -67,8 +66,7 @@ def measured_flop_rate(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         network = TAMRF(model).eval().to(device)
-    # The settings workers run with (cached_model): channels_last on CPU only.
-    replace(DEFAULT_KERNEL, channels_last=torch.device(device).type == "cpu").apply(network)
+    KernelSettings.for_device(device).apply(network)  # what workers run (cached_model)
     t_s, t_l = dates
     s2 = torch.randn(1, t_s, model.s2_bands, size_px, size_px, generator=generator).to(device)
     landsat = torch.randn(1, t_l, model.landsat_bands, size_px // 3, size_px // 3,

@@ -18,7 +18,7 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Literal
 
 import dask
 from distributed import Client, LocalCluster, Worker, WorkerPlugin
@@ -159,11 +159,27 @@ class RunCluster:
         self.client.register_plugin(PreloadModel(source))
 
 
-def _worker_environment() -> Any:
+@contextmanager
+def _worker_environment() -> Iterator[None]:
     """:data:`WORKER_ENV` in the environment the nannies set BEFORE spawning their workers
-    (glibc reads ``MALLOC_*`` at process start; a Nanny's ``env=`` is applied after it)."""
+    (glibc reads ``MALLOC_*`` at process start; a Nanny's ``env=`` is applied after it).
+
+    Dask lets this process's own environment override that setting, and every Nanny copies
+    its pre-spawn values into this process's environment: a cluster started earlier without
+    them (Dask's ``MALLOC_TRIM_THRESHOLD_=65536``) would win. So the values are also set here
+    while the cluster starts, and the previous ones put back after."""
     spawn = dict(dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {})
-    return dask.config.set({"distributed.nanny.pre-spawn-environ": spawn | WORKER_ENV})
+    previous = {name: os.environ.get(name) for name in WORKER_ENV}
+    os.environ.update(WORKER_ENV)
+    try:
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": spawn | WORKER_ENV}):
+            yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @contextmanager

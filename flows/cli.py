@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from flows.cli_catalog import catalog_app
+from flows.cli_evaluate import evaluate
 from flows.cli_info import info
 from flows.cli_production import (
     AoiOption,
@@ -37,6 +38,7 @@ app = typer.Typer(
 app.add_typer(catalog_app, name="catalog")
 app.command("plan")(plan)
 app.command("info")(info)
+app.command("evaluate")(evaluate)
 
 
 def _date(value: str) -> dt.date:

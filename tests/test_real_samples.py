@@ -25,11 +25,11 @@ from typing import Any
 import numpy as np
 import pytest
 import rasterio
-import xarray as xr
 from pyproj import Transformer
 
 from pipelines.catalogs import EARTH_SEARCH_V1, LOCAL, PLANETARY_COMPUTER, ScalingRule
 from pipelines.datacube import CubeConfig, assemble_landsat
+from pipelines.evaluation_data import read_openeo_uint16
 from tamrf_xr.grid import RasterGrid
 from tamrf_xr.masking import MaskConfig, s2_invalid
 
@@ -49,25 +49,6 @@ SR_KEYS = {"SR_B1": "coastal", "SR_B2": "blue", "SR_B3": "green", "SR_B4": "red"
            "SR_B5": "nir08", "SR_B6": "swir16", "SR_B7": "swir22"}  # fmt: skip
 
 
-def read_uint16(path: Path) -> xr.Dataset:
-    """The (t, y, x) variables of an openEO NetCDF as their uint16 DNs.
-
-    openEO stores uint16 as int16 with ``_Unsigned = "true"``. ``mask_and_scale=False`` keeps
-    xarray's decoding away and the int16 bits are reinterpreted here (what ``_Unsigned``
-    means: 65535 is stored as -1). test_optical_cube.nc is NetCDF-3 (64-bit offset), not the
-    NetCDF4/HDF5 that h5netcdf reads, so it goes through scipy's reader.
-    """
-    with path.open("rb") as f:
-        engine = "h5netcdf" if f.read(4) == b"\x89HDF" else "scipy"
-    with xr.open_dataset(path, engine=engine, mask_and_scale=False) as ds:
-        out = {}
-        for name, var in ds.data_vars.items():
-            if var.ndim == 3:
-                assert var.dtype == np.int16 and var.attrs["_Unsigned"] == "true", name
-                out[name] = (var.dims, var.values.view(np.uint16))
-        return xr.Dataset(out, coords={"t": ds.t.values})
-
-
 @pytest.mark.parametrize(
     ("name", "clear_dates"),
     [
@@ -78,7 +59,7 @@ def read_uint16(path: Path) -> xr.Dataset:
 def test_openeo_s2_decodes_to_reflectance_and_masks(
     real_data_dir: Path, name: str, clear_dates: dict[int, float]
 ) -> None:
-    ds = read_uint16(real_data_dir / "openeo-gfmap" / name)
+    ds = read_openeo_uint16(real_data_dir / "openeo-gfmap" / name)
     scl = ds["S2-L2A-SCL"].values
     # The SCL classes alone give the README's clear fraction of every date.
     bare = s2_invalid(scl, NO_MORPHOLOGY)
@@ -112,7 +93,7 @@ def test_openeo_s2_decodes_to_reflectance_and_masks(
 
 
 def test_worldcereal_empty_months_decode_to_nan(real_data_dir: Path) -> None:
-    ds = read_uint16(real_data_dir / "worldcereal" / "worldcereal_preprocessed_inputs.nc")
+    ds = read_openeo_uint16(real_data_dir / "worldcereal" / "worldcereal_preprocessed_inputs.nc")
     # WorldCereal composites mark "no cloud-free observation" with the uint16 maximum, not
     # with 0 like raw L2A (the project's S2 rules): a rule of its own, same scale, no offset.
     rule = ScalingRule(S2_RIGHT.scale, 0.0, 65535, "worldcereal-composite-nodata-65535")
@@ -264,7 +245,7 @@ def test_brumadinho_as_shipped_assembles_without_thermal(
 
 
 def test_fully_cloudy_real_date_stays_invalid_without_dilation(real_data_dir: Path) -> None:
-    scl = read_uint16(real_data_dir / "openeo-gfmap" / "test_optical_cube.nc")["S2-L2A-SCL"]
+    scl = read_openeo_uint16(real_data_dir / "openeo-gfmap" / "test_optical_cube.nc")["S2-L2A-SCL"]
     assert (scl.values[2] == 8).all()  # README: t=2 is all cloud
     assert s2_invalid(scl.values[2], MaskConfig(s2_dilation_px=0)).all()
 

@@ -35,7 +35,8 @@ def linear_temporal_interpolation(
         date at all.
     """
     values = np.asarray(values, np.float32)
-    clear = np.asarray(clear, bool) & np.isfinite(values).all(axis=1)
+    # A pixel counts where it holds data (a band never observed stays NaN in the estimate).
+    clear = np.asarray(clear, bool) & np.isfinite(values).any(axis=1)
     days = np.asarray(days, np.float64)
     if values.ndim != 4 or clear.shape != (values.shape[0], *values.shape[2:]):
         raise ValueError(f"values must be (t, b, h, w) and clear (t, h, w); got {values.shape}, "
@@ -110,7 +111,7 @@ def starfm_fusion(
     from tamrf_xr.bands import LANDSAT_BANDS, S2_BANDS
 
     s2 = np.asarray(s2, np.float32)
-    s2_clear = np.asarray(s2_clear, bool) & np.isfinite(s2).all(axis=1)
+    s2_clear = np.asarray(s2_clear, bool) & np.isfinite(s2).any(axis=1)
     s2_days = np.asarray(s2_days, np.float64)
     distance = np.where(s2_clear, np.abs(s2_days - target_day)[:, None, None], np.inf)
     base = np.argmin(distance, axis=0)  # (H, W): the nearest clear S2 date per pixel

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
+    "error_sums",
     "frequency_restoration",
     "nrmse",
     "radial_profile_db",
@@ -48,6 +49,18 @@ def _scored(prediction, reference, clear, border_px):
     return prediction, reference, usable
 
 
+def error_sums(
+    prediction: np.ndarray, reference: np.ndarray, clear: np.ndarray, border_px: int = 30
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per date and band: (sum of squared errors, sum of |reference|, pixels), each (t, b),
+    over the reference's clear pixels with a border ignored: what RMSE and nRMSE pooled over
+    any set of dates are made of. Arguments as :func:`rmse_per_date_band`."""
+    prediction, reference, usable = _scored(prediction, reference, clear, border_px)
+    squared = np.where(usable, (prediction - reference) ** 2, 0.0).sum(axis=(-2, -1))
+    magnitude = np.where(usable, np.abs(reference), 0.0).sum(axis=(-2, -1))
+    return squared, magnitude, usable.sum(axis=(-2, -1))
+
+
 def rmse_per_date_band(
     prediction: np.ndarray, reference: np.ndarray, clear: np.ndarray, border_px: int = 30
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -62,11 +75,9 @@ def rmse_per_date_band(
     Returns:
         (rmse (t, b) float64, NaN where no pixel counts; pixels (t, b) int: how many).
     """
-    prediction, reference, usable = _scored(prediction, reference, clear, border_px)
-    squared = np.where(usable, (prediction - reference) ** 2, 0.0)
-    pixels = usable.sum(axis=(-2, -1))
+    squared, _, pixels = error_sums(prediction, reference, clear, border_px)
     with np.errstate(invalid="ignore", divide="ignore"):
-        rmse = np.sqrt(squared.sum(axis=(-2, -1)) / pixels)
+        rmse = np.sqrt(squared / pixels)
     return np.where(pixels > 0, rmse, np.nan), pixels
 
 
@@ -74,11 +85,9 @@ def nrmse(
     prediction: np.ndarray, reference: np.ndarray, clear: np.ndarray, border_px: int = 30
 ) -> np.ndarray:
     """RMSE divided by the mean absolute reference over the same pixels: (t, b), unitless."""
-    rmse, pixels = rmse_per_date_band(prediction, reference, clear, border_px)
-    _, reference, usable = _scored(prediction, reference, clear, border_px)
-    magnitude = np.where(usable, np.abs(reference), 0.0).sum(axis=(-2, -1))
+    squared, magnitude, pixels = error_sums(prediction, reference, clear, border_px)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(pixels > 0, rmse / (magnitude / pixels), np.nan)
+        return np.where(pixels > 0, np.sqrt(squared * pixels) / magnitude, np.nan)
 
 
 def spectral_angle_deg(

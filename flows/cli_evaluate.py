@@ -69,7 +69,7 @@ def evaluate(
     Without --checkpoint the model is the UNTRAINED stand-in, and the report says so."""
     from flows.evaluation_flow import evaluation_request
     from flows.terminal import progress_bars
-    from pipelines.evaluation import check_evaluation_request, run_evaluation
+    from pipelines.evaluation.run import check_evaluation_request, run_evaluation
 
     try:
         request = evaluation_request(

@@ -7,6 +7,7 @@ and its Markdown are published as artifacts at the end.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,8 @@ from prefect.artifacts import (
 from prefect.cache_policies import NO_CACHE
 
 from flows.terminal import progress_bars
-from pipelines.evaluation import DEFAULT_EVALUATION_SCENE, EvaluationRequest, run_evaluation
+from pipelines.evaluation.run import DEFAULT_EVALUATION_SCENE, EvaluationRequest, run_evaluation
 from tamrf_xr.evaluation.protocols import TASKS
-from tamrf_xr.simulate import SimulationConfig
 
 __all__ = ["EVALUATION_PROGRESS_KEY", "evaluation_flow", "evaluation_request"]
 
@@ -57,17 +57,10 @@ def evaluation_request(
     def path(value: str | Path | None) -> Path | None:
         return None if value is None else Path(value)
 
-    simulation = SimulationConfig(
-        **{
-            **SCENE.__dict__,
-            "seed": seed,
-            "width_px": size_px,
-            "height_px": size_px,
-            "start": start,
-            "end": end,
-            "cloud_cover_mean": cloud_cover,
-        }
-    )
+    simulation = dataclasses.replace(
+        SCENE, seed=seed, width_px=size_px, height_px=size_px, start=start, end=end,
+        cloud_cover_mean=cloud_cover,
+    )  # fmt: skip
     return EvaluationRequest(
         out_dir=Path(out_dir),
         checkpoint=path(checkpoint),

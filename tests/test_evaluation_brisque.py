@@ -75,7 +75,7 @@ def test_flat_and_bad_images() -> None:
 def test_real_sentinel2_bands_score_as_with_the_package(
     real_data_dir, name: str, band: str, t: int, expected: float
 ) -> None:
-    from pipelines.evaluation_data import read_openeo_uint16
+    from pipelines.evaluation.data import read_openeo_uint16
 
     dn = read_openeo_uint16(real_data_dir / name)[band].values[t]
     image = np.clip(dn.astype(np.float64) / 10000.0, 0.0, 1.0)

@@ -13,15 +13,17 @@ import pytest
 import xarray as xr
 
 from tamrf_xr.evaluation.baselines import linear_temporal_interpolation
-from tamrf_xr.evaluation.dataset import EvaluationDataset, cube, simulated_dataset
+from tamrf_xr.evaluation.dataset import EvaluationDataset, cube
 from tamrf_xr.evaluation.evaluate import evaluate
 from tamrf_xr.evaluation.protocols import (
     TASKS,
     ProtocolConfig,
+    gap_length_days,
     residual_compensation,
     run_task,
 )
 from tamrf_xr.evaluation.scoring import ScoredDates, Scorer, summarise
+from tamrf_xr.evaluation.simulated import simulated_dataset
 from tamrf_xr.simulate import SimulationConfig
 
 TINY = SimulationConfig(
@@ -170,6 +172,20 @@ def test_residual_compensation_restores_the_observation_of_a_constant_scene() ->
     np.testing.assert_allclose(residual_compensation(prediction, observed, clear), 302.5, rtol=1e-6)
     clear[:] = False  # no clear observation: nothing to add back
     np.testing.assert_array_equal(residual_compensation(prediction, observed, clear), prediction)
+
+
+def test_gap_length_averages_each_pixels_distance_to_its_nearest_clear_input() -> None:
+    days = [np.datetime64("2022-06-01"), np.datetime64("2022-06-11"), np.datetime64("2022-06-13")]
+    values = [np.zeros((10, 3, 2), np.float32)] * 3
+    # Pixel column 0 is clear on June 1 only, column 1 on June 11 only; June 13 is all cloud.
+    valid = [np.array([[True, False]] * 3), np.array([[False, True]] * 3), np.zeros((3, 2), bool)]
+    inputs = cube("s2", days, values, valid, [f"b{k}" for k in range(10)], 10.0,
+                  (0.0, 0.0, 20.0, 30.0), None)  # fmt: skip
+    queries = np.array(["2022-06-05", "2022-06-14"], "datetime64[D]")
+    # June 5: 4 and 6 days (mean 5), not 6 (the nearest input date); June 14: 13 and 3 days.
+    np.testing.assert_array_equal(gap_length_days(queries, inputs), [5, 8])
+    nothing = inputs.isel(time=slice(0, 0))
+    assert gap_length_days(queries, nothing)[0] > 1000
 
 
 # -- the protocols ------------------------------------------------------------------------------

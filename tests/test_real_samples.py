@@ -29,7 +29,7 @@ from pyproj import Transformer
 
 from pipelines.catalogs import EARTH_SEARCH_V1, LOCAL, PLANETARY_COMPUTER, ScalingRule
 from pipelines.datacube import CubeConfig, assemble_landsat
-from pipelines.evaluation_data import read_openeo_uint16
+from pipelines.evaluation.data import read_openeo_uint16
 from tamrf_xr.grid import RasterGrid
 from tamrf_xr.masking import MaskConfig, s2_invalid
 

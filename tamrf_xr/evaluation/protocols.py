@@ -49,6 +49,8 @@ __all__ = [
     "ProtocolConfig",
     "Strip",
     "TaskResult",
+    "gap_length_days",
+    "residual_compensation",
     "run_task",
 ]
 
@@ -133,11 +135,26 @@ def _linear(cube: xr.Dataset, dates: np.ndarray, sensor: str) -> np.ndarray:
     return out if sensor == "sentinel-2" else bicubic_upsampling(out, 3)
 
 
-def _gap(dates: np.ndarray, inputs: np.ndarray) -> np.ndarray:
-    """Days from each date to the nearest input date (a large number without inputs)."""
-    if len(inputs) == 0:
-        return np.full(len(dates), 10_000)
-    return np.abs(dates[:, None] - inputs[None, :]).astype(np.int64).min(axis=1)
+NO_CLEAR_INPUT_DAYS = 10_000
+"""The gap recorded for a date whose pixels no input ever sees clear."""
+
+
+def gap_length_days(dates: np.ndarray, inputs: xr.Dataset) -> np.ndarray:
+    """(q,) the gap length of each date: days from it to each pixel's nearest clear input
+    date, averaged over the pixels that have one (what "how long was this unobserved"
+    means under clouds; the nearest input date alone would count cloudy ones)."""
+    days = _dates(inputs).astype(np.int64)
+    valid = inputs["valid"].values
+    never = np.iinfo(np.int64).max
+    out = np.full(len(dates), NO_CLEAR_INPUT_DAYS, np.int64)
+    for q, date in enumerate(dates.astype(np.int64)):
+        if not len(days):
+            break
+        nearest = np.where(valid, np.abs(days - date)[:, None, None], never).min(axis=0)
+        seen = nearest < never
+        if seen.any():
+            out[q] = round(float(nearest[seen].mean()))
+    return out
 
 
 def _observed(dataset: EvaluationDataset, sensor: str, bands: Sequence[str]) -> tuple[str, ...]:
@@ -208,7 +225,7 @@ def _gap_filling(dataset, predictor, scorer, config, progress) -> TaskResult:
                 continue
             dates_scored = dates[scored]
             split = np.where(masked[scored], "masked", "clear")
-            gaps = _gap(dates_scored, _dates(cube_in))
+            gaps = gap_length_days(dates_scored, cube_in)
             bands = _observed(dataset, sensor, sensor_bands(sensor))
             methods = {
                 "tamrf": _rows(prediction, predicted_dates, dates_scored, sensor),
@@ -331,7 +348,7 @@ def _fusion(dataset, predictor, scorer, config, progress) -> TaskResult:
     )
     methods = {"tamrf": prediction, "starfm": starfm, "linear": _linear(s2_in, dates, "sentinel-2")}
     split = np.full(len(dates), "masked")
-    gaps = _gap(dates, _dates(s2_in))
+    gaps = gap_length_days(dates, s2_in)
     bands = _observed(dataset, "sentinel-2", sensor_bands("sentinel-2"))
     records = _score_methods(scorer, "fusion", "sentinel-2", dates, methods, split, bands, gaps)
     progress("fusion", 1, 1)

@@ -54,7 +54,8 @@ class ScoredDates:
     bands: tuple[str, ...]
     """The bands to score."""
     gap_days: np.ndarray | None = None
-    """(q,) days from each date to the nearest input date of the sensor."""
+    """(q,) days from each date to each pixel's nearest clear input of the sensor, averaged
+    over the pixels."""
 
 
 Quality = Callable[[np.ndarray], float]

@@ -5,8 +5,7 @@
 band x method with RMSE, nRMSE, FR, BRISQUE and the pixels and dates behind each figure),
 ``report.json`` (the same figures, every per-date figure, the metadata) and the plots:
 ``<task>-bands.png`` (RMSE per band and method), ``<task>-strip.png`` (truth / inputs /
-baselines / TAMRF on one date) and ``gap-length.png`` (error against the distance to the
-nearest input date).
+baselines / TAMRF on one date) and ``gap-length.png`` (error against the gap length).
 """
 
 from __future__ import annotations
@@ -254,8 +253,9 @@ def _band_bars(rows: list[dict], task: str, path: Path) -> None:
 
 
 def _gap_length(records: list[dict], path: Path) -> bool:
-    """RMSE of each masked date (pooled over the sensor's reflectance bands) against its
-    distance to the nearest input date, per method; False when there is no masked date."""
+    """RMSE of each masked date (pooled over the sensor's reflectance bands) against its gap
+    length (days to each pixel's nearest clear input, averaged), per method; False when there
+    is no masked date."""
     masked = [
         r
         for r in records
@@ -277,7 +277,7 @@ def _gap_length(records: list[dict], path: Path) -> bool:
             )
             if points:
                 ax.plot(*zip(*points, strict=True), "o", label=method, markersize=4, alpha=0.8)
-        ax.set_xlabel("days to the nearest input date")
+        ax.set_xlabel("days to the nearest clear input (mean over pixels)")
         ax.set_ylabel("RMSE, reflectance bands")
         ax.set_title(f"{sensor}, {reference}", fontsize=9)
         ax.legend(fontsize=7)

@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelines.evaluation_data import cube_pair_dataset, openeo_s2_dataset
-from pipelines.evaluation_report import write_report
-from tamrf_xr.evaluation.dataset import EvaluationDataset, simulated_dataset
+from pipelines.evaluation.data import cube_pair_dataset, openeo_s2_dataset
+from pipelines.evaluation.report import write_report
+from tamrf_xr.evaluation.dataset import EvaluationDataset
 from tamrf_xr.evaluation.evaluate import EvaluationResult, evaluate
 from tamrf_xr.evaluation.predictors import tamrf_predictor
 from tamrf_xr.evaluation.protocols import HOLDOUTS, TASKS, ProtocolConfig
+from tamrf_xr.evaluation.simulated import simulated_dataset
 from tamrf_xr.inference.model_cache import ModelSource, untrained_checkpoint
 from tamrf_xr.inference.predict import checkpoint_identity
 from tamrf_xr.precision import check_precision

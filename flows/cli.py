@@ -29,6 +29,7 @@ from flows.cli_production import (
     TilesOption,
     plan,
 )
+from flows.cli_train import build_dataset, train
 
 app = typer.Typer(
     help="tamrf-xr: Sentinel-2 + Landsat time-series fusion, from STAC catalogs to Level-3 Zarr.",
@@ -39,6 +40,8 @@ app.add_typer(catalog_app, name="catalog")
 app.command("plan")(plan)
 app.command("info")(info)
 app.command("evaluate")(evaluate)
+app.command("build-dataset")(build_dataset)
+app.command("train")(train)
 
 
 def _date(value: str) -> dt.date:

@@ -66,7 +66,8 @@ def evaluate(
     """Evaluate TAMRF against the baselines on the paper's four tasks and write a report.
 
     Default dataset: a simulated region (scored against the observations and its 10 m truth).
-    Without --checkpoint the model is the UNTRAINED stand-in, and the report says so."""
+    Default model: the bundled one; `--checkpoint untrained` evaluates random weights (the
+    report says so)."""
     from flows.evaluation_flow import evaluation_request
     from flows.terminal import progress_bars
     from pipelines.evaluation.run import check_evaluation_request, run_evaluation
@@ -84,8 +85,15 @@ def evaluate(
         report, result = run_evaluation(request, bar)
     for note in result.notes:
         typer.echo(f"note: {note}")
-    if request.checkpoint is None:
-        typer.echo("warning: no --checkpoint: the model is the UNTRAINED stand-in (its figures "
-                   "are not meaningful)")  # fmt: skip
+    if result_untrained(report):
+        typer.echo("warning: --checkpoint untrained: the model is the UNTRAINED stand-in (its "
+                   "figures are not meaningful)")  # fmt: skip
     typer.echo(f"report: {report}")
     typer.echo(f"figures: {report.with_suffix('.json')}")
+
+
+def result_untrained(report: Path) -> bool:
+    """Whether the report's model is the untrained stand-in (from its JSON)."""
+    import json
+
+    return bool(json.loads(report.with_suffix(".json").read_text())["metadata"]["untrained_model"])

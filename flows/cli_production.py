@@ -34,7 +34,11 @@ DatesOption = Annotated[
     str, typer.Option(help="Output dates: SMS (1st and 15th), 10D, MS, or ISO dates a,b,c.")
 ]
 CheckpointOption = Annotated[
-    Path | None, typer.Option(help="Model weights; default: an UNTRAINED stand-in.")
+    Path | None,
+    typer.Option(
+        help="Model weights (ours or the authors' .ckpt); default: the bundled model "
+        "(trained on simulated regions); `untrained`: random weights (flagged)."
+    ),
 ]
 S2CollectionOption = Annotated[
     str | None, typer.Option(help="S2 collection of the profile (default: its first).")
@@ -174,8 +178,8 @@ def print_run_summary(summary: dict[str, Any], out_dir: Path) -> None:
         typer.echo(f"broken asset (read as missing): {asset['item_id']} {asset['band']}: "
                    f"{asset['error']}")  # fmt: skip
     if level3["untrained_model"]:
-        typer.echo("warning: no --checkpoint: the model weights are UNTRAINED (values are not "
-                   "meaningful); see `tamrf import-checkpoint`")  # fmt: skip
+        typer.echo("warning: --checkpoint untrained: the model weights are UNTRAINED (values "
+                   "are not meaningful)")  # fmt: skip
     typer.echo(f"summary: {Path(out_dir).absolute() / 'run-summary.json'}")
     if level3["failed"]:
         for failed in level3["failed"]:

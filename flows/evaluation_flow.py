@@ -123,7 +123,8 @@ def evaluation_flow(
 
     Args:
         out_dir: folder of report.md, report.json and the plots.
-        checkpoint: model weights; default the UNTRAINED stand-in (flagged in the report).
+        checkpoint: model weights; default the bundled model; ``untrained``: the untrained
+            stand-in (flagged in the report).
         tasks: among gap-filling, band-sharpening, fusion, thermal-sharpening.
         seed, size_px, start, end, cloud_cover: the simulated region (the default dataset).
         s2_cube, landsat_cube: a cube pair (Zarr or NetCDF) instead of the simulated region.

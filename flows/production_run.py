@@ -111,7 +111,8 @@ def production_run(
             Feature or FeatureCollection in lon/lat.
         catalog_url: STAC API root (an internal mirror); default the profile's.
         dates: output dates: SMS, MS, 10D... or comma-separated ISO dates.
-        checkpoint: model weights; default an UNTRAINED stand-in (flagged everywhere).
+        checkpoint: model weights; default the bundled model; ``untrained``: the untrained
+            stand-in (flagged everywhere).
         precision: model arithmetic: auto (bf16 where the hardware runs it natively, else
             fp32), fp32, bf16 or fp16 (GPU).
         tiles_in_flight: tiles computed at once.

@@ -94,8 +94,9 @@ def regional_run(
             region (a square of ``size_px`` 10 m pixels, a multiple of 6) and its period.
         dates: output dates: a cadence over the simulated period (``SMS``: 1st and 15th of
             each month, ``10D``...) or comma-separated ISO dates.
-        checkpoint: model weights (ours or the authors' ``.ckpt``); default: an untrained
-            stand-in, flagged in the summary and the products.
+        checkpoint: model weights (ours or the authors' ``.ckpt``); default: the bundled
+            model; ``untrained``: the untrained stand-in, flagged in the summary and the
+            products.
         tile_size_m: output tile side (a multiple of 30 m).
         encoding: ``float32`` (mantissa rounded to the int16 precision class) or ``int16``
             (CF scale/offset).

@@ -67,6 +67,7 @@ from tamrf_xr.inference import (
 from tamrf_xr.inference.model_cache import resolve_device
 from tamrf_xr.inference.predict import checkpoint_identity
 from tamrf_xr.inference.throughput import measured_flop_rate
+from tamrf_xr.models import UNTRAINED, bundled_checkpoint
 from tamrf_xr.precision import check_precision, resolve_precision
 
 __all__ = [
@@ -119,7 +120,8 @@ class ProductionRequest:
     """Output dates: a cadence over the period (``SMS``: 1st and 15th, ``MS``, ``10D``) or
     ISO dates inside it."""
     checkpoint: str | None = None
-    """Model weights (ours or the authors' ``.ckpt``); None: the untrained stand-in."""
+    """Model weights (ours or the authors' ``.ckpt``); None: the bundled model
+    (:func:`tamrf_xr.models.bundled_checkpoint`); ``"untrained"``: the untrained stand-in."""
     s2_collection: str | None = None
     """The profile's S2 collection to read (default its first: ``sentinel-2-l2a``); one only,
     as collections of one catalog repeat the same acquisitions."""
@@ -299,7 +301,7 @@ def check_request(
         ValueError: an unreadable checkpoint or an output location that is not writable.
         pipelines.search.CatalogSearchError: the catalog URL does not answer.
     """
-    if request.checkpoint is not None:
+    if request.checkpoint is not None and request.checkpoint != UNTRAINED:
         _check_checkpoint(request.checkpoint)
     if writing:
         _check_writable(request.out_dir)
@@ -440,9 +442,12 @@ def _planned(
 
 
 def _model_checkpoint(request: ProductionRequest, create: bool) -> tuple[Any, bool]:
-    """(checkpoint path, untrained?) of the run; the untrained stand-in is written on
-    ``create`` (a plan never writes: then it is None until a run made it)."""
-    if request.checkpoint:
+    """(checkpoint path, untrained?) of the run: the given weights, the bundled model, or
+    (``checkpoint="untrained"``) the untrained stand-in, written on ``create`` (a plan never
+    writes: then it is None until a run made it)."""
+    if request.checkpoint is None:
+        return str(bundled_checkpoint()), False
+    if request.checkpoint != UNTRAINED:
         return str(Path(request.checkpoint).absolute()), False
     directory = request.out_dir.absolute() / UNTRAINED_MODEL_DIR
     if create:

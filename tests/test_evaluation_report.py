@@ -26,9 +26,9 @@ def report(tmp_path_factory) -> tuple[Path, str]:
 def test_the_report_has_every_task_method_and_figure(report) -> None:
     out, output = report
     assert f"report: {out.absolute() / 'report.md'}" in output
-    assert "UNTRAINED" in output, "the stand-in is flagged on the terminal"
+    assert "UNTRAINED" not in output, "the bundled model by default"
     markdown = (out / "report.md").read_text()
-    assert "UNTRAINED stand-in" in markdown, "and in the report"
+    assert "UNTRAINED" not in markdown and "Model: tamrf-sim-small" in markdown
     for title in TASK_TITLES:
         assert title in markdown
     assert "## Where TAMRF wins and where it loses" in markdown
@@ -38,7 +38,8 @@ def test_the_report_has_every_task_method_and_figure(report) -> None:
     assert "border reduced from the spec's 30 px" in markdown  # 120 px: 40 Landsat pixels
 
     document = json.loads((out / "report.json").read_text())
-    assert document["metadata"]["untrained_model"] is True
+    assert document["metadata"]["untrained_model"] is False
+    assert document["metadata"]["model"]["origin"]["name"] == "tamrf-sim-small"
     assert document["protocol"]["border_px"] == 10 and document["dataset"]["has_truth"]
     for row in document["summary"]:
         assert row["pixels"] > 0 and row["dates"] > 0 and row["rmse"] is not None, row
@@ -59,6 +60,16 @@ def test_the_report_has_every_task_method_and_figure(report) -> None:
     assert {"gap-length.png", "fusion-strip.png", "thermal-sharpening-bands.png"} <= {
         name for images in document["figures"].values() for name in images
     }
+
+
+def test_the_untrained_stand_in_is_only_behind_its_flag_and_flagged(tmp_path) -> None:
+    out = tmp_path / "report"
+    ran = tamrf(["evaluate", str(out), *TINY_REGION, "--checkpoint", "untrained", "--tasks",
+                 "thermal-sharpening", "--no-brisque", "--no-progress"])  # fmt: skip
+    assert ran.exit_code == 0, ran.output
+    assert "UNTRAINED" in ran.output, "flagged on the terminal"
+    assert "UNTRAINED stand-in" in (out / "report.md").read_text(), "and in the report"
+    assert json.loads((out / "report.json").read_text())["metadata"]["untrained_model"] is True
 
 
 @pytest.mark.parametrize(

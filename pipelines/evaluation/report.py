@@ -119,6 +119,8 @@ def _model_line(metadata: Mapping[str, Any]) -> str:
     model = metadata.get("model") or {}
     origin = model.get("origin") or {}
     kind = origin.get("kind", "file") if isinstance(origin, Mapping) else str(origin)
+    if isinstance(origin, Mapping) and origin.get("name"):
+        kind = f"{origin['name']} ({kind})"
     digest = model.get("weights_sha256") or model.get("file_sha256") or "?"
     architecture = model.get("architecture") or {}
     shape = (
@@ -127,7 +129,7 @@ def _model_line(metadata: Mapping[str, Any]) -> str:
         if architecture
         else ""
     )
-    return f"{kind} weights (sha256 {digest[:12]}…{shape})"
+    return f"{kind} (sha256 {digest[:12]}…{shape})"
 
 
 def _markdown(result: EvaluationResult, metadata: Mapping[str, Any], figures: dict) -> str:
@@ -135,8 +137,8 @@ def _markdown(result: EvaluationResult, metadata: Mapping[str, Any], figures: di
     if metadata.get("untrained_model"):
         lines += [
             "> **The model is the UNTRAINED stand-in** (random weights): its figures say "
-            "nothing about TAMRF and are here to show the protocol runs. Give "
-            "`--checkpoint` for a trained model.",
+            "nothing about TAMRF and are here to show the protocol runs. Leave out "
+            "`--checkpoint untrained` for the bundled model, or give trained weights.",
             "",
         ]
     lines += [

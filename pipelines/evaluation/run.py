@@ -23,6 +23,7 @@ from tamrf_xr.evaluation.protocols import HOLDOUTS, TASKS, ProtocolConfig
 from tamrf_xr.evaluation.simulated import simulated_dataset
 from tamrf_xr.inference.model_cache import ModelSource, untrained_checkpoint
 from tamrf_xr.inference.predict import checkpoint_identity
+from tamrf_xr.models import UNTRAINED, bundled_checkpoint
 from tamrf_xr.precision import check_precision
 from tamrf_xr.simulate import SimulationConfig
 
@@ -54,8 +55,8 @@ class EvaluationRequest:
     out_dir: Path
     """Folder of the report (created; an existing report in it is replaced)."""
     checkpoint: Path | None = None
-    """Model weights (ours or the authors' ``.ckpt``); None: the untrained stand-in, flagged
-    in the report."""
+    """Model weights (ours or the authors' ``.ckpt``); None: the bundled model; ``untrained``:
+    the untrained stand-in, flagged in the report."""
     tasks: tuple[str, ...] = TASKS
     simulation: SimulationConfig = DEFAULT_EVALUATION_SCENE
     """The simulated region (used unless a cube pair or an S2 series is given)."""
@@ -106,7 +107,7 @@ def check_evaluation_request(request: EvaluationRequest) -> None:
     check_precision(request.precision)
     for name in ("checkpoint", "s2_cube", "landsat_cube", "s2_series"):
         path = getattr(request, name)
-        if path is not None and not Path(path).exists():
+        if path is not None and str(path) != UNTRAINED and not Path(path).exists():
             raise FileNotFoundError(f"--{name.replace('_', '-')} {path} does not exist")
     if request.out_dir.exists() and not request.out_dir.is_dir():
         raise NotADirectoryError(f"the output {request.out_dir} is a file: give a folder")
@@ -163,6 +164,8 @@ def run_evaluation(
     out_dir = request.out_dir.absolute()
     out_dir.mkdir(parents=True, exist_ok=True)
     if request.checkpoint is None:
+        checkpoint, untrained = str(bundled_checkpoint()), False
+    elif str(request.checkpoint) == UNTRAINED:
         checkpoint, untrained = str(untrained_checkpoint(out_dir / UNTRAINED_MODEL_DIR)), True
     else:
         checkpoint, untrained = str(Path(request.checkpoint).absolute()), False

@@ -16,11 +16,13 @@ import math
 from typing import Literal
 
 import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812 - the PyTorch convention
 
 from tamrf_xr.bands import LANDSAT_BANDS, S2_BANDS, Band
 from tamrf_xr.degrade import gaussian_psf_kernel
 
-__all__ = ["LST_RESOLUTION_M", "degradation_kernels", "degrade"]
+__all__ = ["LST_RESOLUTION_M", "degradation_kernels", "degrade", "degrade_tensor"]
 
 Sensor = Literal["sentinel-2", "landsat"]
 LST_RESOLUTION_M = 90.0
@@ -54,6 +56,38 @@ def degradation_kernels(sensor: Sensor) -> np.ndarray:
     return np.stack(kernels)
 
 
+def degrade_tensor(values: torch.Tensor, sensor: Sensor) -> torch.Tensor:
+    """:func:`degrade` on a tensor, differentiable (the training losses degrade predictions).
+
+    Args:
+        values: (..., bands, H, W) at 10 m (any float dtype and device).
+
+    Returns:
+        S2 (..., 10, H, W); Landsat (..., 8, H/3, W/3); same dtype and device.
+    """
+    kernels = degradation_kernels(sensor)
+    if values.ndim < 3 or values.shape[-3] != len(kernels):
+        raise ValueError(
+            f"{sensor} values must be (..., {len(kernels)}, H, W) in model band order; got "
+            f"{tuple(values.shape)}"
+        )
+    half = kernels.shape[-1] // 2
+    H, W = values.shape[-2:]
+    if min(H, W) <= half:
+        raise ValueError(f"images of {H} x {W} px are too small for the {2 * half + 1} px PSF")
+    if sensor == "landsat" and (H % 3 or W % 3):
+        raise ValueError(f"Landsat images must be multiples of 3 px at 10 m, got {H} x {W}")
+    lead = values.shape[:-3]
+    flat = values.reshape(-1, len(kernels), H, W)
+    weight = torch.from_numpy(kernels)[:, None].to(dtype=values.dtype, device=values.device)
+    # Reflect padding by the half-width (the edge pixel is not repeated), then one depthwise
+    # convolution (PyTorch's conv2d is a correlation; the kernels are symmetric).
+    out = F.conv2d(F.pad(flat, (half,) * 4, mode="reflect"), weight, groups=len(kernels))
+    if sensor == "landsat":
+        out = out[..., 1::3, 1::3]
+    return out.reshape(*lead, *out.shape[-3:])
+
+
 def degrade(values: np.ndarray, sensor: Sensor) -> np.ndarray:
     """Degrade 10 m values of one sensor's bands to that sensor's grid.
 
@@ -67,29 +101,6 @@ def degrade(values: np.ndarray, sensor: Sensor) -> np.ndarray:
     Raises:
         ValueError: a band count or a size that does not fit the sensor.
     """
-    kernels = degradation_kernels(sensor)
-    values = np.asarray(values, np.float32)
-    if values.ndim < 3 or values.shape[-3] != len(kernels):
-        raise ValueError(
-            f"{sensor} values must be (..., {len(kernels)}, H, W) in model band order; got "
-            f"{values.shape}"
-        )
-    half = kernels.shape[-1] // 2
-    H, W = values.shape[-2:]
-    if min(H, W) <= half:
-        raise ValueError(f"images of {H} x {W} px are too small for the {2 * half + 1} px PSF")
-    pad = [(0, 0)] * (values.ndim - 2) + [(half, half), (half, half)]
-    padded = np.pad(values, pad, mode="reflect")
-    out = np.zeros_like(values)
-    # A sum of shifted copies: kernels are small and separable sums would change the rounding.
-    for i in range(2 * half + 1):
-        for j in range(2 * half + 1):
-            weight = kernels[:, i, j][:, None, None]
-            if not weight.any():
-                continue
-            out += weight * padded[..., i : i + H, j : j + W]
-    if sensor == "landsat":
-        if H % 3 or W % 3:
-            raise ValueError(f"Landsat images must be multiples of 3 px at 10 m, got {H} x {W}")
-        out = out[..., 1::3, 1::3]
-    return out
+    tensor = torch.from_numpy(np.ascontiguousarray(values, np.float32))
+    with torch.no_grad():
+        return degrade_tensor(tensor, sensor).numpy()

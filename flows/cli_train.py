@@ -124,8 +124,8 @@ def train(
     s2_crop_px: Annotated[int, typer.Option(help="S2 border out of the data term.")] = 27,
     landsat_crop_px: Annotated[int, typer.Option(help="Landsat border (30 m px).")] = 9,
     cloudy_inputs: Annotated[
-        str, typer.Option(help="fill (as inference feeds the model) or keep (the spec's).")
-    ] = "fill",
+        str, typer.Option(help="keep (the spec's; as inference feeds the model) or fill (0).")
+    ] = "keep",
     checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 200,
     validate_every: Annotated[int, typer.Option(help="Steps between validations.")] = 200,
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 2,
@@ -176,8 +176,8 @@ def train(
             device=device,
             lpips_weights=lpips_weights,
         )
-        if cloudy_inputs not in ("fill", "keep"):
-            raise ValueError(f"--cloudy-inputs {cloudy_inputs!r}: use fill or keep")
+        if cloudy_inputs not in ("keep", "fill"):
+            raise ValueError(f"--cloudy-inputs {cloudy_inputs!r}: use keep or fill")
     except (ValueError, FileNotFoundError) as error:
         raise fail(error) from None
     summary = _run(request, processes, progress)

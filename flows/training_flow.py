@@ -59,7 +59,7 @@ def training_flow(
     max_dates: int = 50,
     s2_crop_px: int = 27,
     landsat_crop_px: int = 9,
-    cloudy_inputs: str = "fill",
+    cloudy_inputs: str = "keep",
     checkpoint_every: int = 200,
     validate_every: int = 200,
     workers: int = 2,

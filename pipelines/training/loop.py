@@ -79,7 +79,7 @@ class TrainingRequest:
     """Border cropped from S2 (10 m) before the data term (spec: 27 px of 165 px patches)."""
     landsat_crop_px: int = 9
     """Border cropped from Landsat (30 m) before the data term (spec: 9 px)."""
-    cloudy_inputs: str = "fill"
+    cloudy_inputs: str = "keep"
     checkpoint_every: int = 200
     validate_every: int = 200
     validation_samples: int = 8

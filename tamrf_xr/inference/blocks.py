@@ -1,8 +1,9 @@
 """One spatial block through the model: NumPy arrays in, NumPy arrays out.
 
 The block comes with its context (what the model needs around the pixels it must predict);
-the model returns the block without it. Invalid pixels are filled with 0 after
-standardisation (the mean), as the model spec prescribes: the network never sees masks.
+the model returns the block without it. Pixels without data are filled with 0 after
+standardisation (the mean); cloudy pixels go in as observed, as the model spec prescribes:
+the network never sees masks (they decide only where a prediction is supported).
 
 Two steps, so that a worker overlaps them across blocks: :func:`prepare_block` (standardise
 on the CPU; on a GPU, copy from pinned memory on a side stream, asynchronously) runs outside
@@ -24,12 +25,13 @@ from tamrf_xr.receptive_field import Sides
 __all__ = ["PreparedBlock", "predict_block", "prepare_block", "run_block"]
 
 
-def _standardised(values: np.ndarray, valid: np.ndarray, standardise) -> torch.Tensor:
-    """(t, c, h, w) values and (t, h, w) validity -> (1, t, c, h, w) standardised, 0 where
-    invalid or NaN."""
+def _standardised(values: np.ndarray, standardise) -> torch.Tensor:
+    """(t, c, h, w) values -> (1, t, c, h, w) standardised, 0 where there is no data (NaN).
+
+    Cloudy pixels go in as observed: the model never sees cloud masks (the spec), and it was
+    trained to look past clouds; the masks decide only where a prediction is supported."""
     tensor = standardise(torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)))
-    usable = torch.from_numpy(np.ascontiguousarray(valid))[:, None] & torch.isfinite(tensor)
-    return torch.where(usable, tensor, torch.zeros((), dtype=tensor.dtype))[None]
+    return torch.where(torch.isfinite(tensor), tensor, torch.zeros((), dtype=tensor.dtype))[None]
 
 
 @dataclass
@@ -64,10 +66,9 @@ def prepare_block(
         return PreparedBlock(None, shape, context)
     norm = loaded.normalisation
     tensors = (
-        _standardised(s2.reshape(-1, 10, H, W), s2_valid.reshape(-1, H, W), norm.standardise_s2),
+        _standardised(s2.reshape(-1, 10, H, W), norm.standardise_s2),
         torch.as_tensor(s2_days, dtype=torch.float32)[None],
-        _standardised(landsat.reshape(-1, 8, H // 3, W // 3),
-                      landsat_valid.reshape(-1, H // 3, W // 3), norm.standardise_landsat),
+        _standardised(landsat.reshape(-1, 8, H // 3, W // 3), norm.standardise_landsat),
         torch.as_tensor(landsat_days, dtype=torch.float32)[None],
         torch.as_tensor(query_days, dtype=torch.float32),
     )  # fmt: skip

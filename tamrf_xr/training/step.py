@@ -15,7 +15,7 @@ from tamrf_xr.training.losses import LossConfig, SensorTargets, sample_loss
 
 __all__ = ["CLOUDY_INPUTS", "ScheduleConfig", "learning_rate", "model_inputs", "sample_parts"]
 
-CLOUDY_INPUTS = ("fill", "keep")
+CLOUDY_INPUTS = ("keep", "fill")
 
 
 @dataclass(frozen=True)
@@ -47,13 +47,13 @@ def learning_rate(step: int, config: ScheduleConfig) -> float:
     return config.eta_min + (config.lr - config.eta_min) * cosine
 
 
-def model_inputs(sample: dict[str, Tensor], cloudy_inputs: str = "fill") -> tuple[Tensor, ...]:
+def model_inputs(sample: dict[str, Tensor], cloudy_inputs: str = "keep") -> tuple[Tensor, ...]:
     """(s2, s2_days, landsat, landsat_days, query_days) of the model, batch 1.
 
     The masked dates are left out; pixels without data become 0 (the band mean). Cloudy
-    pixels: ``fill`` makes them 0 too, as :func:`~tamrf_xr.inference.predict` feeds the model
-    (the default, so that a trained model meets at inference what it met in training);
-    ``keep`` gives them as observed, the spec's variant. Queries: every date of both sensors.
+    pixels: ``keep`` gives them as observed (the spec: the model never sees masks; this is
+    also how :func:`~tamrf_xr.inference.predict` feeds it); ``fill`` makes them 0 too.
+    Queries: every date of both sensors.
     """
     if cloudy_inputs not in CLOUDY_INPUTS:
         raise ValueError(f"cloudy_inputs {cloudy_inputs!r}: use one of {CLOUDY_INPUTS}")
@@ -84,7 +84,7 @@ def _targets(sample: dict[str, Tensor], sensor: str) -> SensorTargets:
 @dataclass
 class StepConfig:
     loss: LossConfig = field(default_factory=LossConfig)
-    cloudy_inputs: str = "fill"
+    cloudy_inputs: str = "keep"
 
 
 def sample_parts(

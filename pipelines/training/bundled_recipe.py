@@ -65,6 +65,11 @@ TRAINING_REGIONS = [
 VALIDATION_REGIONS = [region(2001, 132, 0.7, 44.0, 0.45), region(2002, 132, 5.4, 43.3, 0.35)]
 
 
+RESTART_STEPS = 1800
+"""Cosine annealing with warm restarts every 1800 steps: a run of 1800 steps ends at eta_min,
+and a run extended by resuming (``--steps 3600``...) continues the same schedule."""
+
+
 def training_request(out_dir: Path, steps: int) -> TrainingRequest:
     return TrainingRequest(
         store=out_dir / "store",
@@ -74,7 +79,7 @@ def training_request(out_dir: Path, steps: int) -> TrainingRequest:
         lr=5e-4,
         eta_min=2e-5,
         warmup_steps=100,
-        restart_steps=steps,  # one cosine decay over the run, ending at eta_min
+        restart_steps=RESTART_STEPS,
         max_dates=16,
         s2_crop_px=12,
         landsat_crop_px=4,

@@ -3,6 +3,7 @@ commands: on a tiny simulated store and a tiny network."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -363,3 +364,38 @@ def test_a_store_from_a_catalog_goes_through_the_datacube_pipeline(tmp_path) -> 
         assert red.size == 0 or 0.0 < np.median(red) < 0.3, "reflectance, not DNs"
         lst = patch.landsat[:, 7][patch.landsat_valid]
         assert lst.size == 0 or 250 < np.nanmedian(lst) < 330, "LST in Kelvin"
+
+
+def test_fine_tuning_starts_from_the_given_weights_and_says_so(store, tmp_path) -> None:
+    from tamrf_xr.checkpoint import save_checkpoint
+    from tamrf_xr.model import TAMRF
+    from tamrf_xr.normalisation import REFERENCE_LS2S2_ALL
+
+    torch.manual_seed(5)
+    start = save_checkpoint(TAMRF(TINY_NET), REFERENCE_LS2S2_ALL, tmp_path / "start",
+                            origin={"kind": "test-start"})  # fmt: skip
+    # The request's own architecture is ignored: the checkpoint's is used.
+    request = dataclasses.replace(tiny_request(store, tmp_path / "ft", 1), model=ModelConfig(),
+                                  init_checkpoint=start)  # fmt: skip
+    train(request)
+    tuned = load_model(tmp_path / "ft" / "model")
+    assert tuned.model.config == TINY_NET
+    assert tuned.metadata["origin"]["kind"] == "fine-tuned"
+    assert tuned.metadata["origin"]["from"] == {"kind": "test-start"}
+    before = load_model(start).model.state_dict()
+    after = tuned.model.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before), "one step moved it"
+
+
+def test_the_training_flow_publishes_progress_and_a_summary(prefect_harness, store, tmp_path):
+    from prefect.artifacts import Artifact
+
+    from flows.training_flow import TRAINING_PROGRESS_KEY, TRAINING_SUMMARY_KEY, training_flow
+
+    summary = training_flow(str(store), str(tmp_path / "flow"), steps=2, features=8,
+                            rdb_growth=8, rdbs_per_rrdb=1, transformer_layers=1, ffn_dim=32,
+                            max_dates=8, s2_crop_px=6, landsat_crop_px=2, checkpoint_every=1,
+                            workers=0)  # fmt: skip
+    assert Path(summary["model"], "config.json").is_file()
+    assert float(Artifact.get(TRAINING_PROGRESS_KEY).data) == 100.0
+    assert "loss curve" in Artifact.get(TRAINING_SUMMARY_KEY).data

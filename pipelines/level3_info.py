@@ -215,8 +215,8 @@ def _model_line(info: Mapping[str, Any]) -> str:
     if checksum:
         parts.append(f"weights sha256 {str(checksum)[:12]}")
     origin = model.get("origin")
-    if isinstance(origin, Mapping):  # imported: the source file; else e.g. kind "untrained"
-        origin = origin.get("imported_from") or origin.get("kind")
+    if isinstance(origin, Mapping):  # imported: the source file; a named model; else its kind
+        origin = origin.get("imported_from") or origin.get("name") or origin.get("kind")
     if origin:
         parts.append(f"from {origin}")
     return f"{', '.join(parts) or 'recorded'} ({state})"

@@ -71,6 +71,10 @@ def test_run_writes_a_georeferenced_level3_store(first_run):
     level3 = summary["level3"]
     # The bundled model by default (trained weights, not the flagged stand-in).
     assert not level3["untrained_model"] and level3["dates"] == ["2022-05-01", "2022-05-15"]
+    from pipelines.level3_info import describe_store, format_store_description
+
+    described = format_store_description(describe_store(level3["store"]))
+    assert "from tamrf-sim-small (trained)" in described and "UNTRAINED" not in described
     assert completed_tiles(level3["store"]) == set(level3["tiles"]) == set(level3["produced_now"])
     ds = open_level3(level3["store"])
     assert ds.rio.crs.to_epsg() == region_grid(CONFIG).epsg

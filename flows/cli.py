@@ -6,7 +6,6 @@ stays fast.
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 from typing import Annotated
 
@@ -27,6 +26,7 @@ from flows.cli_production import (
     S2CollectionOption,
     TileSizeOption,
     TilesOption,
+    date_option,
     plan,
 )
 from flows.cli_train import build_dataset, train
@@ -44,13 +44,6 @@ app.command("build-dataset")(build_dataset)
 app.command("train")(train)
 
 
-def _date(value: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise typer.BadParameter(f"{value!r} is not a date: use YYYY-MM-DD") from None
-
-
 def _simulation_config(
     *, seed: int, lon: float, lat: float, size_px: int, start: str, end: str, **extra
 ):
@@ -64,8 +57,8 @@ def _simulation_config(
             center_lat=lat,
             width_px=size_px,
             height_px=size_px,
-            start=_date(start),
-            end=_date(end),
+            start=date_option(start),
+            end=date_option(end),
             **extra,
         )
     except ValueError as error:

@@ -6,24 +6,16 @@ The same parameters run as the Prefect flow ``tamrf-evaluate``
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from flows.cli_production import CheckpointOption, fail
+from flows.cli_production import CheckpointOption, date_option, fail
 
 __all__ = ["evaluate"]
 
 _SCENE_HELP = "Simulated region (the default dataset): "
-
-
-def _parse_date(value: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise typer.BadParameter(f"{value!r} is not a date: use YYYY-MM-DD") from None
 
 
 def evaluate(
@@ -75,7 +67,7 @@ def evaluate(
     try:
         request = evaluation_request(
             out_dir, checkpoint, [t.strip() for t in tasks.split(",") if t.strip()], seed,
-            size_px, _parse_date(start), _parse_date(end), cloud_cover, s2_cube, landsat_cube,
+            size_px, date_option(start), date_option(end), cloud_cover, s2_cube, landsat_cube,
             s2_series, border_px, holdout, brisque, precision,
         )  # fmt: skip
         check_evaluation_request(request)

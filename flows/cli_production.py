@@ -54,6 +54,14 @@ RetryBrokenOption = Annotated[
 ]
 
 
+def date_option(value: str) -> dt.date:
+    """A YYYY-MM-DD command-line value (a bad one is a usage error)."""
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a date: use YYYY-MM-DD") from None
+
+
 def _date(value: str | None, name: str) -> dt.date:
     if value is None:
         raise ValueError(f"{name} is required with --catalog: give YYYY-MM-DD")

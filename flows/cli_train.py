@@ -5,7 +5,6 @@ The same steps run as the Prefect flow ``tamrf-train`` (:mod:`flows.training_flo
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import subprocess
@@ -16,16 +15,16 @@ from typing import Annotated
 
 import typer
 
-from flows.cli_production import AoiOption, BboxOption, CatalogOption, CatalogUrlOption, fail
+from flows.cli_production import (
+    AoiOption,
+    BboxOption,
+    CatalogOption,
+    CatalogUrlOption,
+    date_option,
+    fail,
+)
 
 __all__ = ["build_dataset", "train"]
-
-
-def _date(value: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise typer.BadParameter(f"{value!r} is not a date: use YYYY-MM-DD") from None
 
 
 def _seeds(value: str) -> list[int]:
@@ -73,8 +72,8 @@ def build_dataset(
                     seed=seed,
                     width_px=size_px,
                     height_px=size_px,
-                    start=_date(start),
-                    end=_date(end),
+                    start=date_option(start),
+                    end=date_option(end),
                     landsat_l2sr_fraction=0.0,
                 )
 
@@ -141,43 +140,19 @@ def train(
 ) -> None:
     """Train TAMRF with the spec's objective (or fine-tune), resuming the run in OUT_DIR from
     its last checkpoint; progress is also in OUT_DIR/train.log."""
-    from pipelines.training.loop import TrainingRequest
-    from tamrf_xr.model import ModelConfig
+    from flows.training_flow import training_request
     from tamrf_xr.training.store import TrainingStore
 
     try:
         TrainingStore(store)
         if init_checkpoint is not None and not init_checkpoint.exists():
             raise FileNotFoundError(f"--init-checkpoint {init_checkpoint} does not exist")
-        request = TrainingRequest(
-            store=store,
-            out_dir=out_dir,
-            steps=steps,
-            init_checkpoint=init_checkpoint,
-            model=ModelConfig(
-                features=features,
-                rdb_growth=rdb_growth,
-                rdbs_per_rrdb=rdbs_per_rrdb,
-                rrdb_blocks=rrdb_blocks,
-                transformer_layers=transformer_layers,
-                ffn_dim=ffn_dim,
-            ),
-            lr=lr,
-            warmup_steps=warmup_steps,
-            restart_steps=restart_steps,
-            max_dates=max_dates,
-            s2_crop_px=s2_crop_px,
-            landsat_crop_px=landsat_crop_px,
-            cloudy_inputs=cloudy_inputs,
-            checkpoint_every=checkpoint_every,
-            validate_every=validate_every,
-            workers=workers,
-            seed=seed,
-            device=device,
-            lpips_weights=lpips_weights,
-        )
-        if cloudy_inputs not in ("keep", "fill"):
-            raise ValueError(f"--cloudy-inputs {cloudy_inputs!r}: use keep or fill")
+        request = training_request(
+            store, out_dir, steps, init_checkpoint, features, rdb_growth, rdbs_per_rrdb,
+            rrdb_blocks, transformer_layers, ffn_dim, lr, warmup_steps, restart_steps,
+            max_dates, s2_crop_px, landsat_crop_px, cloudy_inputs, checkpoint_every,
+            validate_every, workers, seed, device, lpips_weights,
+        )  # fmt: skip
     except (ValueError, FileNotFoundError) as error:
         raise fail(error) from None
     summary = _run(request, processes, progress)

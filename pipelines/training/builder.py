@@ -23,7 +23,7 @@ from typing import Any
 
 from pipelines.datacube import CubeConfig, assemble_landsat, assemble_s2
 from pipelines.production import ProductionRequest, check_request, region_tiles, search_region
-from tamrf_xr.training.store import PatchConfig, TrainingStore, cube_patches
+from tamrf_xr.training.store import PatchConfig, StoreWriter, TrainingStore, cube_patches
 
 __all__ = ["DatasetRequest", "build_from_catalog", "build_from_simulation"]
 
@@ -41,10 +41,10 @@ class DatasetRequest:
     """Catalog: every n-th tile goes to validation (0: none)."""
 
 
-def _write(out: Path, cubes, split: str, source: str, patch: PatchConfig) -> int:
+def _write(writer: StoreWriter, cubes, split: str, source: str, patch: PatchConfig) -> int:
     written = 0
     for item in cube_patches(*cubes, patch, source=source):
-        TrainingStore.append(out, item, split)
+        writer.append(item, split)
         written += 1
     return written
 
@@ -63,7 +63,7 @@ def build_from_catalog(
     size_m = 10.0 * request.patch.patch_px * request.tiles_px
     production = replace(production, tile_size_m=size_m)
     check_request(production, writing=False)
-    TrainingStore.create(
+    writer = TrainingStore.create(
         request.out,
         request.patch,
         {
@@ -89,7 +89,7 @@ def build_from_catalog(
             and k % request.validation_every == request.validation_every - 1
         )
         split = "validation" if validation else "train"
-        counts[split] += _write(request.out, (s2, landsat), split, tile.tile_id, request.patch)
+        counts[split] += _write(writer, (s2, landsat), split, tile.tile_id, request.patch)
         if progress:
             progress("tiles", k + 1, len(tiles))
     return {"store": str(request.out), "tiles": len(tiles), "patches": counts}
@@ -105,7 +105,7 @@ def build_from_simulation(
     ``validation_configs`` (other seeds) for validation."""
     from tamrf_xr.evaluation.simulated import simulated_dataset
 
-    TrainingStore.create(
+    writer = TrainingStore.create(
         request.out,
         request.patch,
         {
@@ -121,7 +121,7 @@ def build_from_simulation(
     for k, (config, split) in enumerate(jobs):
         data = simulated_dataset(config)
         counts[split] += _write(
-            request.out,
+            writer,
             (data.s2, data.landsat),
             split,
             f"simulated-seed{config.seed}",

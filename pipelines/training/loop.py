@@ -45,7 +45,13 @@ from tamrf_xr.model import TAMRF, ModelConfig
 from tamrf_xr.normalisation import REFERENCE_LS2S2_ALL, Normalisation
 from tamrf_xr.training.data import PatchDataset, SamplingConfig
 from tamrf_xr.training.losses import LossConfig
-from tamrf_xr.training.step import ScheduleConfig, StepConfig, learning_rate, sample_parts
+from tamrf_xr.training.step import (
+    CLOUDY_INPUTS,
+    ScheduleConfig,
+    StepConfig,
+    learning_rate,
+    sample_parts,
+)
 from tamrf_xr.training.store import TrainingStore
 
 __all__ = ["TrainingRequest", "train"]
@@ -98,6 +104,8 @@ class TrainingRequest:
             raise ValueError("steps, checkpoint_every and log_every must be >= 1")
         if self.max_dates < 2 or self.grad_clip <= 0:
             raise ValueError("max_dates must be >= 2 and grad_clip > 0")
+        if self.cloudy_inputs not in CLOUDY_INPUTS:
+            raise ValueError(f"--cloudy-inputs {self.cloudy_inputs!r}: use keep or fill")
 
     def to_json(self) -> dict[str, Any]:
         raw = asdict(self)

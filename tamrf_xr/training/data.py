@@ -14,7 +14,6 @@ samples as an uninterrupted single-process run.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -128,8 +127,3 @@ class PatchDataset(Dataset):
             "landsat_masked": torch.from_numpy(ls_masked),
             "strategy": strategy,
         }
-
-
-def expected_epoch_steps(n_patches: int) -> int:
-    """Steps of one epoch (batch size 1): one read of every training patch."""
-    return max(1, math.ceil(n_patches))

@@ -28,7 +28,7 @@ import numpy as np
 import xarray as xr
 import zarr
 
-__all__ = ["STORE_FORMAT", "Patch", "PatchConfig", "TrainingStore", "cube_patches"]
+__all__ = ["STORE_FORMAT", "Patch", "PatchConfig", "StoreWriter", "TrainingStore", "cube_patches"]
 
 STORE_FORMAT = "tamrf-xr-training/1"
 
@@ -123,7 +123,7 @@ def cube_patches(
 
 
 class TrainingStore:
-    """A training store: :meth:`create` or open, :meth:`append` patches, read by index."""
+    """A training store, read by index; :meth:`create` makes a new one and its writer."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -139,37 +139,19 @@ class TrainingStore:
         self.names = sorted(self.root["patches"].group_keys())
 
     @classmethod
-    def create(cls, path: str | Path, config: PatchConfig, metadata: dict[str, Any]) -> None:
-        """An empty store (refuses to replace a non-empty one)."""
+    def create(cls, path: str | Path, config: PatchConfig, metadata: dict[str, Any]) -> StoreWriter:
+        """An empty store (refuses to replace a non-empty one) and its writer."""
         path = Path(path)
         if path.exists() and any(path.iterdir()):
             raise FileExistsError(f"{path} exists and is not empty: choose a new folder")
         root = zarr.open_group(str(path), mode="w")
         root.require_group("patches")
-        root.attrs.update(
-            {
-                "format": STORE_FORMAT,
-                "patch_px": config.patch_px,
-                "window_days": config.window_days,
-                "min_valid_fraction": config.min_valid_fraction,
-                "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                **metadata,
-            }
-        )
-
-    @staticmethod
-    def append(path: str | Path, patch: Patch, split: str) -> str:
-        """Write ``patch`` as the next group; returns its name."""
-        root = zarr.open_group(str(path), mode="a")
-        patches = root["patches"]
-        name = f"{len(list(patches.group_keys())):06d}"
-        group = patches.create_group(name)
-        for key in ("s2", "s2_valid", "s2_days", "landsat", "landsat_valid", "landsat_days"):
-            data = getattr(patch, key)
-            chunks = (1, *data.shape[1:]) if data.ndim > 1 and data.shape[0] else None
-            group.create_array(key, data=data, chunks=chunks or "auto")
-        group.attrs.update({**patch.attrs, "split": split})
-        return name
+        root.attrs.update({
+            "format": STORE_FORMAT, "patch_px": config.patch_px,
+            "window_days": config.window_days, "min_valid_fraction": config.min_valid_fraction,
+            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), **metadata,
+        })  # fmt: skip
+        return StoreWriter(root["patches"])
 
     def __len__(self) -> int:
         return len(self.names)
@@ -190,3 +172,24 @@ class TrainingStore:
             for k in ("s2", "s2_valid", "s2_days", "landsat", "landsat_valid", "landsat_days")
         }
         return Patch(**arrays, attrs=dict(group.attrs))
+
+
+class StoreWriter:
+    """Appends patches to a new store: one open group and a running count (no listing of
+    the groups already written for every patch)."""
+
+    def __init__(self, patches: zarr.Group) -> None:
+        self.patches = patches
+        self.count = 0
+
+    def append(self, patch: Patch, split: str) -> str:
+        """Write ``patch`` as the next group; returns its name."""
+        name = f"{self.count:06d}"
+        group = self.patches.create_group(name)
+        for key in ("s2", "s2_valid", "s2_days", "landsat", "landsat_valid", "landsat_days"):
+            data = getattr(patch, key)
+            chunks = (1, *data.shape[1:]) if data.ndim > 1 and data.shape[0] else None
+            group.create_array(key, data=data, chunks=chunks or "auto")
+        group.attrs.update({**patch.attrs, "split": split})
+        self.count += 1
+        return name

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from flows.cli_catalog import catalog_app
+from flows.cli_deploy import deploy_check
 from flows.cli_evaluate import evaluate
 from flows.cli_info import info
 from flows.cli_production import (
@@ -39,6 +40,7 @@ app = typer.Typer(
 app.add_typer(catalog_app, name="catalog")
 app.command("plan")(plan)
 app.command("info")(info)
+app.command("deploy-check")(deploy_check)
 app.command("evaluate")(evaluate)
 app.command("build-dataset")(build_dataset)
 app.command("train")(train)
@@ -116,9 +118,13 @@ def run(
     ] = None,
     dates: DatesOption = "SMS",
     checkpoint: CheckpointOption = None,
-    out_dir: Annotated[Path, typer.Option(help="Where the run writes its products.")] = Path(
-        "tamrf-output"
-    ),
+    out_dir: Annotated[
+        str,
+        typer.Option(
+            help="Where the run writes its products: a directory, or with --catalog an "
+            "object store (s3://bucket/prefix; credentials from the environment)."
+        ),
+    ] = "tamrf-output",
     s2_collection: S2CollectionOption = None,
     max_cloud_cover: CloudOption = None,
     tile_size_m: TileSizeOption = 9900.0,
@@ -143,11 +149,22 @@ def run(
         str | None, typer.Option(help="Address of an existing Dask scheduler.")
     ] = None,
     cluster: Annotated[
-        str, typer.Option(help="Local cluster: auto (GPUs when present), cpu or cuda.")
+        str,
+        typer.Option(
+            help="Cluster to start: auto (local GPUs when present), cpu or cuda (local), or "
+            "a spec of infra/clusters by name: local, slurm, kubernetes..."
+        ),
     ] = "auto",
+    cluster_spec: Annotated[
+        str | None,
+        typer.Option(help="Cluster spec YAML file to start (its kind decides; infra/clusters)."),
+    ] = None,
     workers: Annotated[
         int | None,
-        typer.Option(help="Local Dask worker processes (CPU); default one per 2 cores."),
+        typer.Option(
+            help="Dask workers: local CPU processes (default one per 2 cores), or the count a "
+            "cluster spec scales to."
+        ),
     ] = None,
     dry_run: Annotated[
         bool, typer.Option(help="Plan only (as `tamrf plan`), through the Prefect flow.")
@@ -171,14 +188,20 @@ def run(
     only the tiles that are missing, failed or whose inputs changed."""
     import os
 
-    from pipelines.cluster import ClusterConfig
+    from flows.cli_production import fail
+    from pipelines.cluster_specs import resolve_cluster_spec
 
     # No telemetry from a machine that may have no internet (and nothing to report home).
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     try:
-        ClusterConfig(address=scheduler, kind=cluster, n_workers=workers)  # type: ignore[arg-type]
+        # The cluster choice first, before torch and the cluster libraries load: a mistyped
+        # --cluster or a broken spec file costs a fraction of a second.
+        resolve_cluster_spec(cluster, cluster_spec, scheduler)
+        from pipelines.cluster import ClusterConfig
+
+        ClusterConfig(address=scheduler, kind=cluster, n_workers=workers, spec=cluster_spec)
     except ValueError as error:
-        raise typer.BadParameter(str(error)) from None
+        raise fail(error) from None
     if catalog is not None:
         from flows.cli_production import production_request, run_on_catalog, tile_ids
 
@@ -190,7 +213,7 @@ def run(
             retry_broken=retry_broken,
         )  # fmt: skip
         cluster_options = {"scheduler_address": scheduler, "cluster_kind": cluster,
-                           "n_workers": workers}  # fmt: skip
+                           "n_workers": workers, "cluster_spec": cluster_spec}  # fmt: skip
         run_on_catalog(request, cluster_options, progress, dry_run)
         return
     catalog_only = {"--aoi": aoi, "--bbox": bbox, "--catalog-url": catalog_url,
@@ -206,25 +229,31 @@ def run(
     _run_demo(
         out_dir, seed, lon, lat, size_px, start or "2022-01-01", end or "2022-12-31", backend,
         overwrite, progress, dates, checkpoint, tile_size_m, encoding, precision, scheduler,
-        workers, tiles_in_flight, cluster,
+        workers, tiles_in_flight, cluster, cluster_spec,
     )  # fmt: skip
 
 
 def _run_demo(
-    out_dir: Path, seed: int, lon: float, lat: float, size_px: int, start: str, end: str,
+    out_dir: str, seed: int, lon: float, lat: float, size_px: int, start: str, end: str,
     backend: str, overwrite: bool, progress: bool, dates: str, checkpoint: Path | None,
     tile_size_m: float, encoding: str, precision: str, scheduler: str | None,
-    workers: int | None, in_flight: int, cluster: str,
+    workers: int | None, in_flight: int, cluster: str, cluster_spec: str | None = None,
 ) -> None:  # fmt: skip
     """The embedded demo: simulate, serve, run (the regional_run flow)."""
     from flows.cli_production import fail, print_run_summary
     from flows.regional_run import regional_run
+    from pipelines.cluster_specs import ClusterStartError
+    from pipelines.demo.region_request import check_demo_out_dir
     from pipelines.production import TilesFailedError
     from pipelines.run_lock import RunLockedError
     from pipelines.search import CatalogSearchError
 
     if backend not in ("rustac", "pgstac"):
         raise typer.BadParameter(f"unknown backend {backend!r}: use rustac or pgstac")
+    try:
+        check_demo_out_dir(out_dir)
+    except ValueError as error:
+        raise fail(error) from None
     config = _simulation_config(seed=seed, lon=lon, lat=lat, size_px=size_px, start=start, end=end)
     try:
         summary = regional_run(
@@ -234,11 +263,12 @@ def _run_demo(
             checkpoint=None if checkpoint is None else str(checkpoint), tile_size_m=tile_size_m,
             encoding=encoding, precision=precision, scheduler_address=scheduler,
             n_workers=workers,
-            tiles_in_flight=in_flight, cluster_kind=cluster,
+            tiles_in_flight=in_flight, cluster_kind=cluster, cluster_spec=cluster_spec,
         )  # fmt: skip
     except TilesFailedError as failure:
         summary = failure.summary
-    except (FileExistsError, ValueError, CatalogSearchError, RunLockedError) as error:
+    except (FileExistsError, ValueError, CatalogSearchError, RunLockedError,
+            ClusterStartError) as error:  # fmt: skip
         raise fail(error) from None
     typer.echo(f"catalog: {summary['catalog']}")
     print_run_summary(summary, out_dir)

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -12,7 +11,11 @@ import typer
 
 def info(
     store: Annotated[
-        Path, typer.Argument(help="A Level-3 Zarr store (directory), e.g. level3/32631.zarr.")
+        str,
+        typer.Argument(
+            help="A Level-3 Zarr store (directory or URL), e.g. level3/32631.zarr or "
+            "s3://bucket/run/level3/32631.zarr."
+        ),
     ],
     json_output: Annotated[
         bool,

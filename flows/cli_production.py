@@ -14,6 +14,8 @@ from typing import Annotated, Any
 
 import typer
 
+from pipelines.storage import Location
+
 __all__ = ["fail", "plan", "print_run_summary", "production_request", "run_on_catalog", "tile_ids"]
 
 CatalogOption = Annotated[
@@ -94,7 +96,7 @@ def tile_ids(text: str | None) -> tuple[str, ...] | None:
 
 def production_request(
     catalog: str, catalog_url: str | None, aoi: Path | None, bbox: str | None,
-    start: str | None, end: str | None, dates: str, checkpoint: Path | None, out_dir: Path,
+    start: str | None, end: str | None, dates: str, checkpoint: Path | None, out_dir: str,
     **options: Any,
 ) -> Any:  # fmt: skip
     """A checked :class:`pipelines.production.ProductionRequest` from command-line values
@@ -123,6 +125,7 @@ def run_on_catalog(request: Any, cluster: dict[str, Any], progress: bool, dry_ru
     """Check ``request`` (files, catalog) and run the production flow; exit 2 on a bad
     parameter or a locked output, 1 when tiles failed."""
     from flows.production_run import production_run
+    from pipelines.cluster_specs import ClusterStartError
     from pipelines.production import TilesFailedError, check_request
     from pipelines.run_lock import RunLockedError
     from pipelines.search import CatalogSearchError
@@ -147,7 +150,8 @@ def run_on_catalog(request: Any, cluster: dict[str, Any], progress: bool, dry_ru
         )  # fmt: skip
     except TilesFailedError as failure:
         result = failure.summary
-    except (ValueError, CatalogSearchError, RunLockedError, FileExistsError) as error:
+    except (ValueError, CatalogSearchError, RunLockedError, FileExistsError,
+            ClusterStartError) as error:  # fmt: skip
         raise fail(error) from None
     if dry_run:
         from pipelines.tile_plan import format_plan
@@ -169,7 +173,7 @@ def _flow_aoi(aoi: dict[str, Any]) -> dict[str, Any]:
     return {"aoi": dict(aoi)}
 
 
-def print_run_summary(summary: dict[str, Any], out_dir: Path) -> None:
+def print_run_summary(summary: dict[str, Any], out_dir: str | Path) -> None:
     """What a run made, on the terminal; exit 1 when tiles failed."""
     for collection, found in summary["collections"].items():
         span = (f"{found['first'][:10]}..{found['last'][:10]}, mean cloud cover "
@@ -188,7 +192,7 @@ def print_run_summary(summary: dict[str, Any], out_dir: Path) -> None:
     if level3["untrained_model"]:
         typer.echo("warning: --checkpoint untrained: the model weights are UNTRAINED (values "
                    "are not meaningful)")  # fmt: skip
-    typer.echo(f"summary: {Path(out_dir).absolute() / 'run-summary.json'}")
+    typer.echo(f"summary: {Location.of(out_dir) / 'run-summary.json'}")
     if level3["failed"]:
         for failed in level3["failed"]:
             typer.echo(f"error: tile {failed['tile']} failed after {failed['attempts']} "
@@ -210,8 +214,9 @@ def plan(
     dates: DatesOption = "SMS",
     checkpoint: CheckpointOption = None,
     out_dir: Annotated[
-        Path, typer.Option(help="Output directory (its complete tiles are marked done).")
-    ] = Path("tamrf-output"),
+        str,
+        typer.Option(help="Output directory or URL (its complete tiles are marked done)."),
+    ] = "tamrf-output",
     s2_collection: S2CollectionOption = None,
     max_cloud_cover: CloudOption = None,
     tile_size_m: TileSizeOption = 9900.0,

@@ -10,7 +10,6 @@ fields, so the Prefect UI shows them as a form.
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -70,7 +69,7 @@ def request_from_parameters(
         raise ValueError("give exactly one AOI: --aoi FILE.geojson or --bbox W,S,E,N")
     geometry = aoi if aoi is not None else aoi_geometry(bbox).__geo_interface__
     return ProductionRequest(catalog=catalog, aoi=geometry, start=start, end=end,
-                             out_dir=Path(out_dir), **options)  # fmt: skip
+                             out_dir=out_dir, **options)  # fmt: skip
 
 
 @flow(name="tamrf-production-run", log_prints=True)
@@ -94,6 +93,7 @@ def production_run(
     tiles: list[str] | None = None,
     scheduler_address: str | None = None,
     cluster_kind: str = "auto",
+    cluster_spec: str | None = None,
     n_workers: int | None = None,
     threads_per_worker: int = 2,
     flop_rate_gflops: float | None = None,
@@ -118,7 +118,9 @@ def production_run(
         tiles_in_flight: tiles computed at once.
         tiles: only these tile ids.
         scheduler_address: an existing Dask scheduler; else a local cluster of
-            ``cluster_kind`` (auto, cpu, cuda).
+            ``cluster_kind`` (auto, cpu, cuda), or the cluster of a spec: ``cluster_kind``
+            names one of infra/clusters (local, slurm, kubernetes...) or ``cluster_spec``
+            gives a file (its kind decides).
         flop_rate_gflops: the model's speed for the plan's estimate; default measured here.
         retry_broken: also recompute complete tiles whose record lists broken assets.
         dry_run: plan only: publish the tiles, items, dates and estimated cost.
@@ -137,11 +139,11 @@ def production_run(
         flop_rate=None if flop_rate_gflops is None else flop_rate_gflops * 1e9,
         retry_broken=retry_broken,
     )  # fmt: skip
-    cluster = ClusterConfig(address=scheduler_address, kind=cluster_kind,  # type: ignore[arg-type]
+    cluster = ClusterConfig(address=scheduler_address, kind=cluster_kind,
                             n_workers=n_workers, threads_per_worker=threads_per_worker,
-                            dashboard_address=None)  # fmt: skip
+                            dashboard_address=None, spec=cluster_spec)  # fmt: skip
     if dry_run:
-        plan = plan_task(request, "auto" if scheduler_address else cluster_kind)
+        plan = plan_task(request, cluster.model_device)
         publish_plan(plan)
         return plan
     return published(produce_task(request, cluster, show_progress))

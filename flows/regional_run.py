@@ -19,7 +19,7 @@ from prefect.cache_policies import NO_CACHE
 from flows.production_run import produce_task, published
 from flows.terminal import progress_bars
 from pipelines.cluster import ClusterConfig
-from pipelines.demo.region_request import simulated_region_request
+from pipelines.demo.region_request import check_demo_out_dir, simulated_region_request
 from pipelines.demo.simulated_catalog import open_or_write_simulated_catalog
 from pipelines.demo.stac_servers import create_server
 from pipelines.production import ProductionRequest, check_request, parse_dates, search_region
@@ -85,6 +85,7 @@ def regional_run(
     chunk_px: int | None = None,
     tiles_in_flight: int = 2,
     cluster_kind: str = "auto",
+    cluster_spec: str | None = None,
 ) -> dict[str, Any]:
     """Simulate a region into ``out_dir/simulated``, serve it, and produce its Level-3
     stores into ``out_dir/level3`` (one Zarr store per UTM zone + STAC collection).
@@ -104,6 +105,9 @@ def regional_run(
             fp32), fp32, bf16 or fp16 (GPU).
         scheduler_address: an existing Dask cluster; default: a local one (GPU workers via
             dask-cuda when GPUs are present).
+        cluster_kind: auto, cpu, cuda, or the name of a cluster spec in infra/clusters
+            (local, slurm, kubernetes...).
+        cluster_spec: a cluster spec file to start instead (its kind decides).
 
     Returns the run summary, also written to ``out_dir/run-summary.json`` and published as a
     Prefect markdown artifact.
@@ -112,14 +116,15 @@ def regional_run(
     config = SimulationConfig(seed=seed, center_lon=center_lon, center_lat=center_lat,
                               width_px=size_px, height_px=size_px, start=start, end=end,
                               cloud_cover_mean=cloud_cover)  # fmt: skip
+    check_demo_out_dir(out_dir)
     out = Path(out_dir).absolute()
     options = {"dates": parse_dates(dates), "checkpoint": checkpoint, "tile_size_m": tile_size_m,
                "encoding": encoding, "precision": precision, "chunk_px": chunk_px,
                "tiles_in_flight": tiles_in_flight}  # fmt: skip
-    cluster = ClusterConfig(address=scheduler_address, kind=cluster_kind,  # type: ignore[arg-type]
+    cluster = ClusterConfig(address=scheduler_address, kind=cluster_kind,
                             n_workers=n_workers,
                             threads_per_worker=threads_per_worker,
-                            dashboard_address=None)  # fmt: skip
+                            dashboard_address=None, spec=cluster_spec)  # fmt: skip
     # Every parameter is checked before anything is simulated (the catalog URL is known once
     # the local server runs).
     request = simulated_region_request(config, out, "http://127.0.0.1/not-served-yet", **options)

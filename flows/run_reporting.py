@@ -1,9 +1,11 @@
 """What an operator sees of a production run: terminal bars, one log line per tile, and
 Prefect artifacts that update while tiles finish (a keyed progress artifact saying "N of M
-tiles, K failed, ETA", a keyed table of the tiles so far, and the summary at the end)."""
+tiles, K failed, ETA", a keyed table of the tiles so far (:data:`TILE_COLUMNS`), and the
+summary at the end, with the run's quicklooks embedded)."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import logging
 import time
@@ -17,6 +19,8 @@ from prefect.artifacts import (
 )
 
 from flows.terminal import TileBars
+from pipelines.quicklooks import MAX_PNG_BYTES
+from pipelines.storage import Location
 from pipelines.tile_plan import RegionPlan
 from pipelines.tiles_in_flight import TileOutcome
 
@@ -24,6 +28,7 @@ __all__ = [
     "PROGRESS_KEY",
     "SUMMARY_KEY",
     "TILES_KEY",
+    "TILE_COLUMNS",
     "FlowReporter",
     "publish_plan",
     "publish_summary",
@@ -33,28 +38,53 @@ PROGRESS_KEY = "tamrf-run-progress"
 TILES_KEY = "tamrf-run-tiles"
 SUMMARY_KEY = "tamrf-run-summary"
 PLAN_KEY = "tamrf-run-plan"
+LOG = logging.getLogger(__name__)
+_EMBEDDED_QUICKLOOKS = 4
 _TABLE_EVERY_S = 5.0
 """The tile table is republished at most this often (and at the end): a continental run
 must not flood the Prefect API with one table version per tile."""
 
 
+TILE_COLUMNS = (
+    "tile",
+    "status",
+    "S2 dates kept",
+    "S2 clear fraction",
+    "Landsat dates kept",
+    "Landsat clear fraction",
+    "duration (s)",
+    "retries",
+    "broken assets",
+    "error",
+)
+"""The columns of the tile table, in order."""
+_SENSORS = {"S2": "sentinel-2", "Landsat": "landsat"}
+
+
 def _tile_row(outcome: TileOutcome) -> dict[str, Any]:
+    """One row of the tile table: how the tile ended (``predicted``, ``no usable input...``
+    or ``failed``), per sensor the dates kept of those found and the mean clear share of the
+    kept dates (from the tile's cube summaries), the wall time of all attempts, the retries
+    after transient errors, the broken assets read as missing and the last error."""
     cubes = {c["sensor"]: c for c in outcome.summary.get("cubes", [])}
-
-    def kept(sensor: str) -> str:
-        cube = cubes.get(sensor)
-        return "-" if cube is None else f"{len(cube['dates'])} / {len(cube['dropped_dates'])}"
-
-    return {
+    done = outcome.status == "done"
+    row: dict[str, Any] = {
         "tile": outcome.tile_id,
-        "outcome": outcome.status,
-        "attempts": outcome.attempts,
-        "seconds": round(outcome.seconds, 1),
-        "S2 dates kept / dropped": kept("sentinel-2"),
-        "Landsat dates kept / dropped": kept("landsat"),
+        "status": outcome.summary.get("status", "done") if done else outcome.status,
+    }
+    for name, sensor in _SENSORS.items():
+        cube = cubes.get(sensor)
+        found = None if cube is None else len(cube["dates"]) + len(cube["dropped_dates"])
+        row[f"{name} dates kept"] = "-" if cube is None else f"{len(cube['dates'])} of {found}"
+        clear = None if cube is None else cube.get("mean_clear_fraction")
+        row[f"{name} clear fraction"] = "-" if clear is None else round(clear, 2)
+    row |= {
+        "duration (s)": round(outcome.seconds, 1),
+        "retries": outcome.attempts - 1,
         "broken assets": len(outcome.summary.get("broken_assets", [])),
         "error": outcome.error or "",
     }
+    return row
 
 
 class FlowReporter:
@@ -139,6 +169,32 @@ def publish_plan(plan: dict[str, Any]) -> None:
     )
 
 
+def _quicklooks_markdown(locations: list[str]) -> str:
+    """The quicklooks (:mod:`pipelines.quicklooks`) embedded as PNG data URIs, then where
+    they are stored.
+
+    Embedded, not linked: the Prefect UI renders the markdown in an operator's browser,
+    which can reach neither a path on the machine that ran the flow nor a private bucket; a
+    data URI keeps the artifact self-contained for local and object-store outputs alike.
+    The artifact (which the server also emits as an event of at most 1.5 MB) stays small:
+    at most :data:`_EMBEDDED_QUICKLOOKS` pictures, each under ``MAX_PNG_BYTES``.
+    """
+    if not locations:
+        return ""
+    images = []
+    for location in locations[:_EMBEDDED_QUICKLOOKS]:
+        try:
+            data = Location.of(location).read_bytes()
+        except OSError as error:  # listed below all the same
+            LOG.warning("quicklook %s not embedded in the summary: %s", location, error)
+            continue
+        if len(data) <= MAX_PNG_BYTES:
+            name = location.rsplit("/", 1)[-1]
+            images.append(f"![{name}](data:image/png;base64,{base64.b64encode(data).decode()})")
+    listed = "\n".join(f"- `{location}`" for location in locations)
+    return "\n\n**Quicklooks**\n\n" + "\n\n".join(images) + "\n\n" + listed
+
+
 def publish_summary(summary: dict[str, Any]) -> None:
     """The run summary as a keyed markdown artifact (markdown must not be indented)."""
     found = summary["collections"]
@@ -173,7 +229,8 @@ def publish_summary(summary: dict[str, Any]) -> None:
            if failed else "")
         + (f"\n\n**Broken assets** (read as missing):\n\n{broken}" if broken else "")
         + ("\n\n**Untrained model weights: the values are not meaningful.**"
-           if level3["untrained_model"] else ""),
+           if level3["untrained_model"] else "")
+        + _quicklooks_markdown(level3.get("quicklooks", [])),
         key=SUMMARY_KEY,
         description="Items found, tile cubes and the Level-3 output of the run",
     )  # fmt: skip

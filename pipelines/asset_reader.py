@@ -21,7 +21,6 @@ import threading
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import dask
@@ -47,6 +46,7 @@ from stackstac.rio_reader import (
 from stackstac.to_dask import asset_table_to_reader_and_window
 
 from pipelines.catalogs import item_epsg
+from pipelines.storage import Location
 from tamrf_xr.grid import RasterGrid
 
 __all__ = [
@@ -70,26 +70,22 @@ class BrokenAssetWarning(UserWarning):
 
 
 class BrokenAssetLog:
-    """A directory of JSON records, one per broken asset (written atomically, idempotent)."""
+    """A directory (or object-store prefix) of JSON records, one per broken asset (each
+    written whole, idempotent)."""
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
-        self.directory = Path(directory)
+    def __init__(self, directory: str | os.PathLike[str] | Location) -> None:
+        self.directory = Location.of(directory)
 
     def record(self, url: str, error: str) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        name = hashlib.sha256(url.encode()).hexdigest()[:24] + ".json"
-        target = self.directory / name
-        if target.exists():
-            return
-        temporary = target.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-        temporary.write_text(json.dumps({"url": url, "error": error}))
-        temporary.replace(target)
+        target = self.directory / (hashlib.sha256(url.encode()).hexdigest()[:24] + ".json")
+        if not target.exists():
+            target.write_bytes(json.dumps({"url": url, "error": error}).encode())
 
     def records(self) -> list[dict[str, str]]:
         """Every record, sorted by URL."""
-        if not self.directory.is_dir():
-            return []
-        found = [json.loads(p.read_text()) for p in self.directory.glob("*.json")]
+        fs, pattern = self.directory.fs, f"{self.directory.path}/*.json"
+        files = fs.glob(pattern)
+        found = [json.loads(content) for content in fs.cat(files).values()] if files else []
         return sorted(found, key=lambda r: r["url"])
 
 

@@ -1,23 +1,20 @@
-"""JSON files that readers see whole or not at all."""
+"""JSON files that readers see whole or not at all (local paths and object-store URLs)."""
 
 from __future__ import annotations
 
-import json
 import os
-import uuid
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
+
+from pipelines.storage import Location
 
 __all__ = ["write_json_atomically"]
 
 
-def write_json_atomically(target: Path, document: Mapping[str, Any]) -> None:
-    """Write ``document`` to ``target`` through a flushed temporary file and a rename:
-    readers see no ``target``, the old one or the whole new one, never a part."""
-    temporary = target.with_name(f".{target.name.lstrip('.')}.{uuid.uuid4().hex}.tmp")
-    with open(temporary, "w") as stream:
-        json.dump(document, stream, indent=2)
-        stream.flush()
-        os.fsync(stream.fileno())
-    os.replace(temporary, target)
+def write_json_atomically(
+    target: str | os.PathLike[str] | Location, document: Mapping[str, Any]
+) -> None:
+    """Write ``document`` to ``target``: readers see no ``target``, the old one or the whole
+    new one, never a part (a flushed temporary file and a rename on a local file system, one
+    PUT on an object store: :meth:`pipelines.storage.Location.write_json`)."""
+    Location.of(target).write_json(document)

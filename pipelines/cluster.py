@@ -1,6 +1,10 @@
-"""The Dask cluster a run computes on: an existing one, GPU workers, or local CPU workers.
+"""The Dask cluster a run computes on: an existing one, GPU workers, local CPU workers, or
+one a cluster spec describes.
 
 - ``address`` given: connect to that scheduler (an HPC or Kubernetes deployment).
+- a cluster spec (``kind`` names one of ``infra/clusters``, or ``spec`` gives a file; see
+  :mod:`pipelines.cluster_specs`): start that cluster (local, dask-cuda, SLURM jobs,
+  Kubernetes pods), wait for its first worker, and close it at the end.
 - GPUs present (and dask-cuda installed): ``LocalCUDACluster``, one worker per GPU. GPUs are
   detected with ``nvidia-smi`` so that the client process never creates a CUDA context.
 - otherwise a ``LocalCluster`` of worker processes.
@@ -12,17 +16,23 @@ checkpoint's path.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Literal
 
 import dask
-from distributed import Client, LocalCluster, Worker, WorkerPlugin
+from distributed import Client, Worker, WorkerPlugin
 
+from pipelines.cluster_specs import (
+    ClusterSpec,
+    default_local_workers,
+    resolve_cluster_spec,
+    wait_for_first_worker,
+)
 from tamrf_xr.inference import ModelSource, cached_model
 from tamrf_xr.precision import default_precision
 
@@ -47,18 +57,44 @@ class ClusterConfig:
     """Local CPU workers (default: one per 2 cores, at least 1)."""
     threads_per_worker: int = 2
     memory_limit: str = "auto"
-    kind: Literal["auto", "cpu", "cuda"] = "auto"
-    """Local cluster only: ``auto`` (dask-cuda workers when GPUs are present, else CPU),
-    ``cpu`` (CPU workers even on a GPU machine) or ``cuda`` (GPU workers; an error without
-    GPUs)."""
+    kind: str = "auto"
+    """``auto`` (local dask-cuda workers when GPUs are present, else CPU), ``cpu`` (local CPU
+    workers even on a GPU machine), ``cuda`` (local GPU workers; an error without GPUs), or
+    the name of a cluster spec in ``infra/clusters`` (``local``, ``slurm``, ``kubernetes``...).
+    """
     dashboard_address: str | None = ":0"
     """Local dashboard (``None`` disables it); ``:0`` picks a free port."""
+    spec: str | None = None
+    """A cluster spec file (or the name of one in ``infra/clusters``) to start; its kind
+    decides, and ``kind`` is then ``auto`` or that kind. With a spec, ``n_workers`` overrides
+    its worker count and its options replace ``threads_per_worker`` and ``memory_limit``."""
 
     def __post_init__(self) -> None:
-        if self.kind not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"cluster kind {self.kind!r}: use auto, cpu or cuda")
         if self.n_workers is not None and self.n_workers < 1:
             raise ValueError(f"n_workers={self.n_workers}: at least one worker")
+        self.cluster_spec()  # an unknown kind or an unusable spec fails here, not at start
+
+    def cluster_spec(self) -> ClusterSpec | None:
+        """The spec this config starts (None: the scheduler at ``address`` or a built-in
+        ``auto``, ``cpu`` or ``cuda`` cluster).
+
+        Raises:
+            pipelines.cluster_specs.ClusterSpecError: an unknown kind or an unusable spec.
+        """
+        spec = resolve_cluster_spec(self.kind, self.spec, self.address)
+        return None if spec is None else spec.with_workers(self.n_workers)
+
+    @property
+    def model_device(self) -> str:
+        """Where the model runs as far as this process can tell: ``cpu`` or ``cuda`` for a
+        local cluster of that kind, ``auto`` where each worker decides (``auto`` here, an
+        existing scheduler, SLURM or Kubernetes workers)."""
+        if self.address is not None:
+            return "auto"
+        spec = self.cluster_spec()
+        if spec is None:
+            return self.kind
+        return {"local": "cpu", "cuda": "cuda"}.get(spec.kind, "auto")
 
 
 WORKER_ENV = {
@@ -182,50 +218,82 @@ def _worker_environment() -> Iterator[None]:
                 os.environ[name] = value
 
 
-@contextmanager
-def start_cluster(config: ClusterConfig | None = None) -> Iterator[RunCluster]:
-    """A cluster for the run; a local one is closed on exit, an existing one is left alone."""
-    config = config or ClusterConfig()
-    if config.address is not None:
-        with Client(config.address) as client:
-            workers = client.scheduler_info().get("workers", {}).values()
-            threads = min((w.get("nthreads", 1) for w in workers), default=None)
-            # The workers decide: an existing GPU cluster runs the model on its GPUs even
-            # when this client has none.
-            yield RunCluster(client, "auto", threads)
-        return
-    gpus = gpu_count() if config.kind != "cpu" else 0
-    if config.kind == "cuda" and not gpus:
+def _worker_threads(client: Client) -> int | None:
+    """Task threads of the smallest worker the scheduler knows (None: no worker yet)."""
+    workers = client.scheduler_info().get("workers", {}).values()
+    return min((w.get("nthreads", 1) for w in workers), default=None)
+
+
+def _builtin_spec(config: ClusterConfig) -> ClusterSpec:
+    """The cluster of ``kind`` auto, cpu or cuda, as a spec: dask-cuda workers (one per GPU)
+    when GPUs are present (auto) or asked for (cuda), else local CPU workers."""
+    gpus = config.kind == "cuda" or (config.kind == "auto" and gpu_count() > 0)
+    if gpus:
+        # Two task threads per GPU: one prepares (reads, standardises, copies) the next block
+        # while the other runs a forward pass (one at a time: FORWARD_LOCK).
+        options = {"threads_per_worker": config.threads_per_worker,
+                   "dashboard_address": config.dashboard_address}  # fmt: skip
+        return ClusterSpec("cuda", "cuda", options)
+    options = {"threads_per_worker": config.threads_per_worker, "processes": True,
+               "memory_limit": config.memory_limit,
+               "dashboard_address": config.dashboard_address}  # fmt: skip
+    return ClusterSpec("cpu", "local", options, config.n_workers or default_local_workers())
+
+
+def _require_cuda_workers() -> None:
+    """GPUs here and dask-cuda installed, or the error that says what to do."""
+    gpus = gpu_count()
+    if not gpus:
         raise ValueError(
             "a local CUDA cluster was asked for but nvidia-smi lists no GPU here: use "
             "--cluster cpu (or auto), or --scheduler ADDRESS of a GPU cluster"
         )
-    if gpus:
-        try:
-            from dask_cuda import LocalCUDACluster
-        except ImportError:
-            raise ImportError(
-                f"{gpus} GPU(s) found but dask-cuda is not installed: "
-                "pip install -c constraints.txt -e '.[gpu]' (or ClusterConfig(kind='cpu'))"
-            ) from None
-        # Two task threads per GPU: one prepares (reads, standardises, copies) the next block
-        # while the other runs a forward pass (one at a time: FORWARD_LOCK).
-        with _worker_environment():
-            cluster = LocalCUDACluster(dashboard_address=config.dashboard_address,
-                                       threads_per_worker=config.threads_per_worker)  # fmt: skip
-        device, threads = "cuda", None
+    if importlib.util.find_spec("dask_cuda") is None:
+        raise ImportError(
+            f"{gpus} GPU(s) found but dask-cuda is not installed: "
+            "pip install -c constraints.txt -e '.[gpu]' (or ClusterConfig(kind='cpu'))"
+        )
+
+
+@contextmanager
+def start_cluster(config: ClusterConfig | None = None) -> Iterator[RunCluster]:
+    """A cluster for the run: one this call starts (local, dask-cuda, or from a cluster spec:
+    SLURM jobs, Kubernetes pods) is closed on exit; an existing one is left alone.
+
+    Raises:
+        ValueError: ``cuda`` workers asked for on a machine without GPUs.
+        pipelines.cluster_specs.ClusterStartError: a spec's cluster that cannot start or
+            gets no worker within its ``wait_for_workers_s``.
+    """
+    config = config or ClusterConfig()
+    if config.address is not None:
+        with Client(config.address) as client:
+            # The workers decide: an existing GPU cluster runs the model on its GPUs even
+            # when this client has none.
+            yield RunCluster(client, "auto", _worker_threads(client))
+        return
+    spec = config.cluster_spec()
+    if spec is not None and spec.kind in ("local", "cuda"):
+        spec = replace(spec, options={"dashboard_address": config.dashboard_address,
+                                      **spec.options})  # fmt: skip
+    spec = spec or _builtin_spec(config)
+    precision = "auto"  # SLURM and Kubernetes workers decide, as on an existing cluster
+    if spec.kind == "cuda":
+        _require_cuda_workers()
         precision = "bf16" if gpus_run_bf16() else "fp16"
-    else:
-        workers = config.n_workers or max(1, (os.cpu_count() or 2) // 2)
-        with _worker_environment():
-            cluster = LocalCluster(
-                n_workers=workers,
-                threads_per_worker=config.threads_per_worker,
-                processes=True,
-                memory_limit=config.memory_limit,
-                dashboard_address=config.dashboard_address,
-            )
-        device, threads = "cpu", config.threads_per_worker
+    elif spec.kind == "local":
         precision = default_precision("cpu")
+    # Local workers take WORKER_ENV from this process when they spawn; SLURM jobs and
+    # Kubernetes pods get it in their job script or container environment.
+    with _worker_environment():
+        cluster = spec.create(remote_worker_env=WORKER_ENV)
     with cluster, Client(cluster) as client:
-        yield RunCluster(client, device, threads, precision)
+        spec.scale(cluster)
+        wait_for_first_worker(client, spec)
+        if spec.kind == "cuda":
+            yield RunCluster(client, "cuda", None, precision)
+        elif spec.kind == "local":
+            threads = spec.options.get("threads_per_worker") or _worker_threads(client)
+            yield RunCluster(client, "cpu", threads, precision)
+        else:
+            yield RunCluster(client, "auto", _worker_threads(client), precision)

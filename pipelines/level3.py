@@ -105,8 +105,13 @@ Decisions:
   only (GDAL 3.10 ignores the CF grid mapping in v3 arrays); its v2 reader takes it from
   either. GDAL derives the transform from the ``x``/``y`` coordinate arrays.
 
-Records rely on POSIX ``rename`` (local or network file systems); object storage would need a
-record writer of its own (there a single PUT is atomic).
+- **Where:** a local directory or any fsspec URL (``s3://bucket/prefix/1234.zarr``), through
+  :class:`pipelines.storage.Location`. Locally, a record is committed by a POSIX ``rename``
+  after its data were flushed (``fsync``), and a new store appears by renaming a complete
+  template into place. On an object store each object is one PUT (whole or absent): a tile's
+  record is PUT after all its chunks, and a new store is uploaded from a local template with
+  its root metadata last; a store prefix without its root metadata is an interrupted creation,
+  which the next :func:`create_store` replaces.
 """
 
 from __future__ import annotations
@@ -136,10 +141,10 @@ from pyproj import CRS
 from zarr.codecs import BloscCodec, ZstdCodec
 from zarr.errors import ZarrUserWarning
 
-from pipelines.atomic_json import write_json_atomically
 from pipelines.band_encoding import INT16_FILL, band_attrs, int16_encoding
 from pipelines.georef import grid_coords, with_grid_mapping
 from pipelines.grid import GridSpec, GridTile
+from pipelines.storage import Location
 from tamrf_xr.bands import BANDS
 from tamrf_xr.grid import RasterGrid
 from tamrf_xr.inference.quality import QUALITY_ATTRS, QUALITY_VARIABLES
@@ -361,12 +366,12 @@ class Level3Definition:
 
 
 def create_store(
-    path: str | Path,
+    path: str | Path | Location,
     tiles: Sequence[GridTile],
     times: Iterable[Any],
     config: Level3Config | None = None,
     attrs: Mapping[str, Any] | None = None,
-) -> Path:
+) -> Path | str:
     """Create the template of a Level-3 store, or accept an identical existing one (resume).
 
     Writes metadata (with its consolidated copy) and coordinates only. The template is
@@ -374,7 +379,7 @@ def create_store(
     concurrent creators agree.
 
     Args:
-        path: the store directory (must not exist, be empty, or be this very store).
+        path: the store directory or URL (must not exist, be empty, or be this very store).
         tiles: output tiles, all of one EPSG and one :class:`GridSpec`.
         times: output dates (anything ``pandas.Timestamp`` reads), strictly increasing, whole
             seconds.
@@ -385,44 +390,75 @@ def create_store(
             (start time, host) out of it.
 
     Returns:
-        ``path``.
+        ``path`` (a ``Path`` when local, else the URL).
 
     Raises:
         ValueError: invalid tiles or times, or ``path`` holds a store made with other
             parameters or something else.
     """
-    path = Path(path)
+    location = Location.of(path)
     definition = _define(tiles, times, config or Level3Config())
     provenance = _json_value(dict(attrs or {}), "attrs")
+    if not location.is_local:
+        return _create_remote_store(location, definition, provenance)
+    path = location.local_path
     if _is_nonempty(path):
-        _check_same(path, definition, provenance)
+        _check_same(location, definition, provenance)
         return path
     staging = path.with_name(f".{path.name}.{uuid.uuid4().hex}.incomplete")
-    zarr_format = definition.config.zarr_format
     try:
-        template, encoding = _template(definition, provenance)
-        template.to_zarr(
-            staging,
-            mode="w-",
-            compute=False,
-            encoding=encoding,
-            zarr_format=zarr_format,
-            consolidated=False,
-        )
-        zarr.open_group(staging, mode="r+", zarr_format=zarr_format).create_group(
-            _COMPLETED, attributes={"description": "one group per written tile"}
-        )
-        _write_consolidated(staging, zarr_format)  # complete before the store appears
+        _write_template(staging, definition, provenance)
         try:
             staging.rename(path)  # atomic; replaces an empty directory
         except OSError:
             if not _is_nonempty(path):
                 raise
-            _check_same(path, definition, provenance)  # another creator won the race
+            _check_same(location, definition, provenance)  # another creator won the race
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return path
+
+
+def _create_remote_store(location: Location, definition: Level3Definition, provenance: dict) -> str:
+    """:func:`create_store` on an object store: the template is built locally, then uploaded
+    with the root metadata last (its presence is what makes the prefix a store)."""
+    zarr_format = definition.config.zarr_format
+    root_files = (".zgroup", ".zattrs", ".zmetadata") if zarr_format == 2 else ("zarr.json",)
+    if location.is_nonempty():
+        if (location / root_files[-1]).is_file():
+            _check_same(location, definition, provenance)
+            return location.url
+        if (location / _COMPLETED).is_dir():
+            raise ValueError(
+                f"{location} has completion records but no root metadata: it is not a store "
+                "this version can resume; delete the prefix or choose another --out-dir"
+            )
+        location.remove()  # an interrupted creation: no tile was ever written into it
+    with tempfile.TemporaryDirectory(prefix="tamrf-level3-template-") as directory:
+        staging = Path(directory) / "store.zarr"
+        _write_template(staging, definition, provenance)
+        location.upload_tree(staging, last=root_files)
+    return location.url
+
+
+def _write_template(staging: Path, definition: Level3Definition, provenance: dict) -> None:
+    """Write a complete new store (metadata, coordinates, consolidated metadata) at
+    ``staging``, a local directory that must not exist."""
+    zarr_format = definition.config.zarr_format
+    template, encoding = _template(definition, provenance)
+    template.to_zarr(
+        staging,
+        mode="w-",
+        compute=False,
+        encoding=encoding,
+        zarr_format=zarr_format,
+        consolidated=False,
+    )
+    zarr.open_group(staging, mode="r+", zarr_format=zarr_format).create_group(
+        _COMPLETED, attributes={"description": "one group per written tile"}
+    )
+    _write_consolidated(Location.of(staging), zarr_format)  # complete before it appears
 
 
 def _define(
@@ -564,7 +600,7 @@ def _gdal_crs(epsg: int) -> dict[str, str]:
     }
 
 
-def _check_same(path: Path, definition: Level3Definition, provenance: dict) -> None:
+def _check_same(path: Location, definition: Level3Definition, provenance: dict) -> None:
     existing, existing_provenance = _read_root(path)
     wanted = _comparable(definition, provenance)
     found = _comparable(existing, existing_provenance)
@@ -580,7 +616,7 @@ def _check_same(path: Path, definition: Level3Definition, provenance: dict) -> N
             f"{path} is a Level-3 store created with other parameters (differing: "
             f"{', '.join(differing)}{details}). To resume it, call create_store with the "
             f"parameters it was created with (its '{_DEFINITION_ATTR}' and "
-            f"'{_PROVENANCE_ATTR}' attributes); to start over, delete it (rm -r {path}); for "
+            f"'{_PROVENANCE_ATTR}' attributes); to start over, delete it ({_removal(path)}); for "
             "another product, choose another path"
         )
 
@@ -595,25 +631,25 @@ def _comparable(definition: Level3Definition, provenance: dict) -> dict[str, Any
 # ----------------------------------------------------------------------------- reading
 
 
-def read_definition(path: str | Path) -> Level3Definition:
-    """The definition of the Level-3 store at ``path``.
+def read_definition(path: str | Path | Location) -> Level3Definition:
+    """The definition of the Level-3 store at ``path`` (a directory or URL).
 
     Raises:
         ValueError: ``path`` is not a Level-3 store.
     """
-    return _read_root(Path(path))[0]
+    return _read_root(Location.of(path))[0]
 
 
-def read_provenance(path: str | Path) -> dict[str, Any]:
+def read_provenance(path: str | Path | Location) -> dict[str, Any]:
     """The provenance the store was created with (``create_store(attrs=...)``), as stored.
 
     Raises:
         ValueError: ``path`` is not a Level-3 store.
     """
-    return _read_root(Path(path))[1]
+    return _read_root(Location.of(path))[1]
 
 
-def _read_root(path: Path) -> tuple[Level3Definition, dict]:
+def _read_root(path: Location) -> tuple[Level3Definition, dict]:
     try:
         zarr_format = _zarr_format_of(path)
         attrs = _read_attributes(path, zarr_format)
@@ -633,7 +669,7 @@ def _read_root(path: Path) -> tuple[Level3Definition, dict]:
     return definition, provenance
 
 
-def _zarr_format_of(group: Path) -> _ZarrFormat:
+def _zarr_format_of(group: Location) -> _ZarrFormat:
     """The Zarr format of the group at ``group``, from its metadata file."""
     if (group / "zarr.json").is_file():
         return 3
@@ -642,31 +678,33 @@ def _zarr_format_of(group: Path) -> _ZarrFormat:
     raise FileNotFoundError(f"{group} has no zarr.json (Zarr v3) nor .zgroup (Zarr v2)")
 
 
-def _read_attributes(node: Path, zarr_format: _ZarrFormat) -> dict[str, Any]:
+def _read_attributes(node: Location, zarr_format: _ZarrFormat) -> dict[str, Any]:
     """The attributes of a Zarr node."""
-    document = json.loads((node / _ATTRIBUTES_FILE[zarr_format]).read_text())
+    document = (node / _ATTRIBUTES_FILE[zarr_format]).read_json()
     return document["attributes"] if zarr_format == 3 else document
 
 
-def _is_consolidated(path: Path, zarr_format: _ZarrFormat) -> bool:
+def _is_consolidated(path: Location, zarr_format: _ZarrFormat) -> bool:
     """Whether the store has consolidated metadata (stores made before it have none)."""
     if zarr_format == 2:
         return (path / _CONSOLIDATED_FILE[2]).is_file()
-    root = json.loads((path / _CONSOLIDATED_FILE[3]).read_text())
+    root = (path / _CONSOLIDATED_FILE[3]).read_json()
     return root.get("consolidated_metadata") is not None
 
 
-def open_level3(path: str | Path) -> xr.Dataset:
-    """Open a store lazily, decoded: every band and quality layer float32, NaN where no
-    value was written (dims (time, y, x) or (y, x), dask chunks = store chunks)."""
-    definition = read_definition(path)  # a clear error for anything that is not a store
+def open_level3(path: str | Path | Location) -> xr.Dataset:
+    """Open a store (a directory or URL) lazily, decoded: every band and quality layer
+    float32, NaN where no value was written (dims (time, y, x) or (y, x), dask chunks =
+    store chunks)."""
+    location = Location.of(path)
+    definition = read_definition(location)  # a clear error for anything that is not a store
     zarr_format = definition.config.zarr_format
     # decode_timedelta=False: *_days_to_clear layers of stores that say units "days" (older
     # ones) stay day counts (xarray decodes them to int64, with -2**63 where not written).
     ds = xr.open_zarr(
-        path,
+        location.zarr_store(),
         zarr_format=zarr_format,
-        consolidated=_is_consolidated(Path(path), zarr_format),  # no warning for older stores
+        consolidated=_is_consolidated(location, zarr_format),  # no warning for older stores
         decode_timedelta=False,
     )
     ds = ds[[*_BAND_NAMES, *QUALITY_VARIABLES]]  # model order, whatever the store's order
@@ -676,12 +714,12 @@ def open_level3(path: str | Path) -> xr.Dataset:
     return ds
 
 
-def completed_tiles(path: str | Path) -> set[str]:
+def completed_tiles(path: str | Path | Location) -> set[str]:
     """Ids of the tiles whose completion record exists (data fully written before it)."""
     return set(completion_records(path))
 
 
-def completion_records(path: str | Path) -> dict[str, dict[str, Any]]:
+def completion_records(path: str | Path | Location) -> dict[str, dict[str, Any]]:
     """The completion record of every written tile, by tile id (sorted), as written:
     ``tile_id``, ``epsg``, ``bounds``, ``written_at`` (UTC), ``host``, ``pid`` and
     ``provenance`` (what the writer passed to :func:`write_tile`).
@@ -689,16 +727,25 @@ def completion_records(path: str | Path) -> dict[str, dict[str, Any]]:
     Read from the file system, one file per record, so a record written after the store's
     metadata was consolidated is found as well.
     """
-    zarr_format = read_definition(path).config.zarr_format
-    records = {}
+    location = Location.of(path)
+    zarr_format = read_definition(location).config.zarr_format
+    completed = location / _COMPLETED
     # The attributes file is the commit: a v2 record with .zgroup only is not done.
-    for record_file in sorted((Path(path) / _COMPLETED).glob(f"*/{_ATTRIBUTES_FILE[zarr_format]}")):
-        record = _read_attributes(record_file.parent, zarr_format)[_RECORD_ATTR]
+    files = completed.fs.glob(f"{completed.path}/*/{_ATTRIBUTES_FILE[zarr_format]}")
+    # One batch of reads (concurrent on object stores), not a request per record in turn.
+    documents = completed.fs.cat(sorted(files)) if files else {}
+    records = {}
+    for content in documents.values():
+        document = json.loads(content)
+        attributes = document["attributes"] if zarr_format == 3 else document
+        record = attributes[_RECORD_ATTR]
         records[record["tile_id"]] = record
     return dict(sorted(records.items()))
 
 
-def missing_tiles(path: str | Path, tiles: Iterable[GridTile] | None = None) -> list[GridTile]:
+def missing_tiles(
+    path: str | Path | Location, tiles: Iterable[GridTile] | None = None
+) -> list[GridTile]:
     """``tiles`` (default: all of the store's, in store order) that have no completion record."""
     done = completed_tiles(path)
     candidates = read_definition(path).grid_tiles if tiles is None else list(tiles)
@@ -709,11 +756,11 @@ def missing_tiles(path: str | Path, tiles: Iterable[GridTile] | None = None) -> 
 
 
 def write_tile(
-    path: str | Path,
+    path: str | Path | Location,
     tile: GridTile,
     dataset: xr.Dataset,
     provenance: Mapping[str, Any] | Callable[[], Mapping[str, Any]] | None = None,
-) -> Path:
+) -> Path | str:
     """Write one tile into the store, then its completion record.
 
     Safe to run for different tiles in several processes at once, and to repeat for a tile
@@ -721,7 +768,7 @@ def write_tile(
     fails half-way leaves the tile missing, never complete with mixed chunks).
 
     Args:
-        path: a store made by :func:`create_store`.
+        path: a store made by :func:`create_store` (a directory or URL).
         tile: one of the store's tiles.
         dataset: the tile on its 10 m grid, ``attrs["epsg"]`` set, coordinates ``time``
             (the store's dates), ``y``, ``x`` (pixel centres, metres) and variables: every
@@ -736,7 +783,7 @@ def write_tile(
             data stay written but no record follows (the tile counts as missing).
 
     Returns:
-        The completion record's file.
+        The completion record's file (a ``Path``, or its URL on an object store).
 
     Raises:
         ValueError: the tile or the dataset do not match the store (EPSG, tile, dates,
@@ -745,7 +792,7 @@ def write_tile(
             Also a ``provenance`` that is not JSON-serialisable (a function's result: after
             the data were written).
     """
-    path = Path(path)
+    path = Location.of(path)
     definition = read_definition(path)
     _check_tile(definition, tile)
     data = _prepared(definition, tile, dataset)
@@ -756,7 +803,7 @@ def write_tile(
     zarr_format = definition.config.zarr_format
     _withdraw_tile(path, definition, tile)
     data.to_zarr(
-        path,
+        path.zarr_store(),
         region=definition.region(tile),
         mode="r+",
         zarr_format=zarr_format,
@@ -766,7 +813,7 @@ def write_tile(
     _fsync_tile_chunks(path, definition, tile)
     if record_provenance is None:  # a function: it may report what computing them found
         record_provenance = _json_value(dict(provenance() or {}), "provenance()")
-    return _write_record(path, tile, record_provenance, zarr_format)
+    return _write_record(path, tile, record_provenance, zarr_format).native()
 
 
 def _check_tile(definition: Level3Definition, tile: GridTile) -> None:
@@ -934,9 +981,11 @@ def _band_quantity(name: str) -> str:
     return next(band.quantity for band in BANDS if band.name == name)
 
 
-def _tile_chunk_files(path: Path, definition: Level3Definition, tile: GridTile) -> list[Path]:
-    """The files that hold the tile's chunks (existing or not), in every array."""
-    group = zarr.open_group(path, mode="r", zarr_format=definition.config.zarr_format)
+def _tile_chunk_files(
+    path: Location, definition: Level3Definition, tile: GridTile
+) -> list[Location]:
+    """The files (objects) that hold the tile's chunks (existing or not), in every array."""
+    group = zarr.open_group(path.zarr_store(), mode="r", zarr_format=definition.config.zarr_format)
     region = definition.region(tile)
     px = definition.spec.tile_px
     j, i = region["y"].start // px, region["x"].start // px
@@ -952,31 +1001,43 @@ def _tile_chunk_files(path: Path, definition: Level3Definition, tile: GridTile) 
     return files
 
 
-def _fsync_tile_chunks(path: Path, definition: Level3Definition, tile: GridTile) -> None:
+def _fsync_tile_chunks(path: Location, definition: Level3Definition, tile: GridTile) -> None:
     """Flush the tile's chunk files to disk, so that its record never outlives its data
-    in a machine crash (a process crash needs no flush)."""
+    in a machine crash (a process crash needs no flush). Objects are durable once PUT."""
+    if not path.is_local:
+        return
     for chunk in _tile_chunk_files(path, definition, tile):
-        if chunk.exists():  # all-NaN chunks are not written
-            _fsync(chunk)
+        if chunk.local_path.exists():  # all-NaN chunks are not written
+            _fsync(chunk.local_path)
 
 
-def _withdraw_tile(path: Path, definition: Level3Definition, tile: GridTile) -> None:
+def _withdraw_tile(path: Location, definition: Level3Definition, tile: GridTile) -> None:
     """Before a tile is (re)written: remove its completion record (the commit file first,
     flushed), then its old chunks. A rewrite that fails half-way then leaves a tile without
     a record (missing, computed again), never old and new chunks under an old record; and
     chunks the new data leave unwritten (all NaN) do not keep old values."""
     record = path / _COMPLETED / tile.tile_id
     commit = record / _ATTRIBUTES_FILE[definition.config.zarr_format]
-    if commit.exists():
-        commit.unlink()
-        _fsync(record)
-    if record.exists():
-        shutil.rmtree(record)
-    for chunk in _tile_chunk_files(path, definition, tile):
-        chunk.unlink(missing_ok=True)
+    chunks = _tile_chunk_files(path, definition, tile)
+    if not path.is_local:
+        commit.remove()  # before the chunks: one DELETE, then the rest in batches
+        record.remove()
+        found = [c.path for c in chunks if c.fs.exists(c.path)] if chunks else []
+        if found:
+            path.fs.rm(found)
+        return
+    if commit.local_path.exists():
+        commit.local_path.unlink()
+        _fsync(record.local_path)
+    if record.local_path.exists():
+        shutil.rmtree(record.local_path)
+    for chunk in chunks:
+        chunk.local_path.unlink(missing_ok=True)
 
 
-def _write_record(path: Path, tile: GridTile, provenance: dict, zarr_format: _ZarrFormat) -> Path:
+def _write_record(
+    path: Location, tile: GridTile, provenance: dict, zarr_format: _ZarrFormat
+) -> Location:
     """Atomically write the Zarr group ``completed/<tile_id>`` whose attributes are the
     record, and return its attributes file (the commit: v3 ``zarr.json``, v2 ``.zattrs``)."""
     record = {
@@ -989,10 +1050,11 @@ def _write_record(path: Path, tile: GridTile, provenance: dict, zarr_format: _Za
         "provenance": provenance,
     }
     directory = path / _COMPLETED / tile.tile_id
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.make_dirs()
     for name, document in _group_documents({_RECORD_ATTR: record}, zarr_format).items():
-        write_json_atomically(directory / name, document)
-    _fsync(directory)
+        (directory / name).write_json(document)
+    if directory.is_local:
+        _fsync(directory.local_path)
     return directory / _ATTRIBUTES_FILE[zarr_format]
 
 
@@ -1006,7 +1068,7 @@ def _group_documents(attributes: dict, zarr_format: _ZarrFormat) -> dict[str, di
 # --------------------------------------------------------------- consolidated metadata
 
 
-def consolidate(path: str | Path) -> Path:
+def consolidate(path: str | Path | Location) -> Path | str:
     """Rewrite the store's consolidated metadata from its node files, atomically.
 
     :func:`create_store` writes it and nothing a run does changes it (the completion records
@@ -1020,11 +1082,11 @@ def consolidate(path: str | Path) -> Path:
     Raises:
         ValueError: ``path`` is not a Level-3 store.
     """
-    path = Path(path)
-    return _write_consolidated(path, read_definition(path).config.zarr_format)
+    location = Location.of(path)
+    return _write_consolidated(location, read_definition(location).config.zarr_format).native()
 
 
-def _write_consolidated(path: Path, zarr_format: _ZarrFormat) -> Path:
+def _write_consolidated(path: Location, zarr_format: _ZarrFormat) -> Location:
     """Write the consolidated metadata of the root, its arrays and the ``completed`` group
     without its records, in model band order (:func:`_node_rank`); return its file."""
     name = _CONSOLIDATED_FILE[zarr_format]
@@ -1032,12 +1094,12 @@ def _write_consolidated(path: Path, zarr_format: _ZarrFormat) -> Path:
         # zarr consolidates a whole hierarchy in place and writes the file non-atomically:
         # let it work on a copy of the metadata files of the root and its children only.
         mirror = Path(directory)
-        children = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
-        for node in (path, *children):
+        children = [c for c in path.children() if not c.name.startswith(".") and c.is_dir()]
+        for node, relative in ((path, "."), *((c, c.name) for c in children)):
             for file_name in _NODE_FILES:
                 if (node / file_name).is_file():
-                    (mirror / node.relative_to(path)).mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(node / file_name, mirror / node.relative_to(path) / file_name)
+                    (mirror / relative).mkdir(parents=True, exist_ok=True)
+                    (mirror / relative / file_name).write_bytes((node / file_name).read_bytes())
         with warnings.catch_warnings():
             # zarr-python warns on every v3 consolidation that consolidated metadata is not
             # part of the v3 spec yet (zarr-specs#309). Known and accepted: zarr-python and
@@ -1050,7 +1112,7 @@ def _write_consolidated(path: Path, zarr_format: _ZarrFormat) -> Path:
     holder = document["consolidated_metadata"] if zarr_format == 3 else document
     entries = holder["metadata"].items()
     holder["metadata"] = dict(sorted(entries, key=lambda item: _node_rank(item[0], zarr_format)))
-    write_json_atomically(path / name, document)
+    (path / name).write_json(document)
     return path / name
 
 
@@ -1090,4 +1152,9 @@ def _json_value(value: dict, what: str) -> dict:
 
 
 def _is_nonempty(path: Path) -> bool:
-    return path.exists() and (not path.is_dir() or any(path.iterdir()))
+    return Location.of(path).is_nonempty()
+
+
+def _removal(path: Location) -> str:
+    """The command that deletes a store, for error messages."""
+    return f"rm -r {path}" if path.is_local else f"delete every object under {path}"

@@ -24,6 +24,7 @@ from pipelines.level3 import (
     read_definition,
     read_provenance,
 )
+from pipelines.storage import Location
 
 __all__ = ["describe_store", "format_store_description"]
 
@@ -37,8 +38,8 @@ _MAX_LISTED = 8
 def describe_store(path: str | Path) -> dict[str, Any]:
     """What the Level-3 store at ``path`` holds, as a JSON-serialisable dict.
 
-    Keys: ``path`` (absolute), ``zarr_format``, ``format_version``, ``epsg``, ``crs`` (its
-    name), ``bounds`` (west, south, east, north in metres of the store CRS),
+    Keys: ``path`` (absolute, or a URL), ``zarr_format``, ``format_version``, ``epsg``,
+    ``crs`` (its name), ``bounds`` (west, south, east, north in metres of the store CRS),
     ``bounds_lonlat`` (the same box in degrees, densified edges), ``pixel_size_m``,
     ``tile_size_m``, ``tile_size_px``, ``shape`` ({time, y, x}), ``dates`` ({first, last,
     count, all}; ISO 8601, UTC), ``encoding`` (the store's config: ``encoding``,
@@ -56,7 +57,7 @@ def describe_store(path: str | Path) -> dict[str, Any]:
     Raises:
         ValueError: ``path`` is not a Level-3 store (the message says how to fix it).
     """
-    path = Path(path).absolute()
+    path = Location.of(path)
     definition = read_definition(path)
     provenance = read_provenance(path)
     records = completion_records(path)

@@ -3,8 +3,9 @@
 The tile's cubes are assembled once on the tile grown by the model's margin (so the blocks at
 the tile's edges see real context), and only the tile is predicted, lazily (the margin is
 context, never output), then written by region; the completion record carries the tile's
-inputs (item ids and scaling rules) and the dates dropped from its cubes. Computation runs
-on whatever Dask scheduler is active (the run's cluster).
+inputs (item ids and scaling rules), the dates dropped from its cubes and the clear
+observations of its centre pixel (:mod:`pipelines.pixel_sample`, for the run's quicklooks).
+Computation runs on whatever Dask scheduler is active (the run's cluster).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from pipelines.datacube import (
 )
 from pipelines.grid import GridTile
 from pipelines.level3 import write_tile
+from pipelines.pixel_sample import centre_pixel, pixel_document, pixel_series
+from pipelines.storage import Location
 from tamrf_xr.inference import InferenceConfig, ModelSource, model_margin_px, predict
 from tamrf_xr.inference.quality import NO_CLEAR_OBSERVATION
 
@@ -40,7 +43,8 @@ __all__ = ["TileJob", "produce_tile"]
 class TileJob:
     """What every tile of a run shares."""
 
-    store: Path
+    store: Path | str
+    """The Level-3 store (a directory or URL)."""
     profile: CatalogProfile
     dates: tuple[str, ...]
     """Output dates (ISO), the store's."""
@@ -51,7 +55,8 @@ class TileJob:
     :func:`tamrf_xr.inference.model_margin_px`): the cubes are the tile grown by it."""
     clip_to: tuple[float, float, float, float] | None = None
     """Only read inputs inside these bounds (the tile CRS), e.g. a simulated region."""
-    broken_log: Path | None = None
+    broken_log: Location | None = None
+    """Where assets that cannot be read are recorded (:class:`BrokenAssetLog`)."""
 
 
 def _fill_values(dataset: xr.Dataset) -> dict[str, Any]:
@@ -124,6 +129,10 @@ def produce_tile(
     landsat = assemble_landsat(landsat_items, grid, job.profile, job.cube, log)
     summaries = [cube_summary(s2), cube_summary(landsat)]
     inputs = {cube.attrs["sensor"]: _used_items(cube) for cube in (s2, landsat)}
+    # One pixel's clear inputs for the run's quicklook (pipelines.quicklooks): the store keeps
+    # no inputs, and here they are at hand.
+    x, y = centre_pixel(output)
+    samples = [pixel_series(cube, x, y) for cube in (s2, landsat)]
     if s2.sizes["time"] + landsat.sizes["time"] == 0:
         status = "no usable input: written as missing"
         prediction = _empty_prediction(s2, job)
@@ -131,7 +140,8 @@ def produce_tile(
         status = "predicted"
         prediction = predict(s2, landsat, list(job.dates), job.model, inference,
                              output_bounds=output.bounds)  # fmt: skip
-        prediction = _computed_with_progress(prediction, progress)
+        prediction, *samples = _computed_with_progress(prediction, progress, *samples)
+    pixel = pixel_document(x, y, tile.epsg, samples)
     tile_data = _tile_dataset(prediction, tile)
     tile_data.attrs["epsg"] = tile.epsg
     broken: list[dict[str, str]] = []
@@ -141,23 +151,25 @@ def produce_tile(
         # are in the log by then (the date filter alone reads the quality layers only).
         broken.extend(a for cube in (s2, landsat) for a in broken_assets(cube))
         return {"status": status, "inputs": inputs, "cubes": summaries, "broken_assets": broken,
-                "cache_key": cache_key}  # fmt: skip
+                "cache_key": cache_key, "pixel": pixel}  # fmt: skip
 
     write_tile(job.store, tile, tile_data, provenance=record)
     return {"tile": tile.tile_id, "status": status, "cubes": summaries,
-            "broken_assets": broken}  # fmt: skip
+            "broken_assets": broken, "pixel": pixel}  # fmt: skip
 
 
 def _computed_with_progress(
-    prediction: xr.Dataset, progress: Callable[[int, int], None] | None
-) -> xr.Dataset:
-    """The prediction computed on the active distributed cluster (kept there, as futures),
-    reporting each model block as it finishes; unchanged without a distributed client."""
+    prediction: xr.Dataset, progress: Callable[[int, int], None] | None, *more: xr.Dataset
+) -> list[xr.Dataset]:
+    """The prediction, and ``more`` small results of the same cubes (e.g. a pixel's inputs),
+    computed on the active distributed cluster (kept there, as futures), reporting each model
+    block as it finishes; unchanged without a distributed client. Persisted in one graph, so
+    that the cube chunks they share are read once."""
     try:
         client = distributed.default_client()
     except ValueError:  # no distributed client: the write computes it
-        return prediction
-    persisted = client.persist(prediction)
+        return [prediction, *more]
+    persisted, *rest = client.persist([prediction, *more])
     # One future per model block: any band's chunks are the blocks.
     blocks = distributed.futures_of(persisted[next(iter(persisted.data_vars))])
     for done, _ in enumerate(distributed.as_completed(blocks), start=1):
@@ -166,7 +178,7 @@ def _computed_with_progress(
     for future in blocks:
         if future.status == "error":
             future.result()  # raise the block's error here, with its traceback
-    return persisted
+    return [persisted, *rest]
 
 
 def _used_items(cube: xr.Dataset) -> list[dict[str, Any]]:

@@ -9,7 +9,9 @@ points at the same root. (pystac's ``MediaType.ZARR``, ``application/vnd+zarr``,
 spelling without a version; the best practices' normative text uses the one above.)
 
 Everything is validated offline with :func:`pipelines.stac_validation.validate_stac` before
-it is saved; hrefs are relative, so the catalog and the stores can move together.
+it is saved; hrefs are relative, so the catalog and the stores can move together. The
+catalog and the stores may live on a local file system or an object store (any fsspec URL):
+documents are written through :class:`pipelines.storage.Location`, each whole or not at all.
 """
 
 from __future__ import annotations
@@ -19,15 +21,23 @@ from pathlib import Path
 
 import pystac
 import shapely
+from pystac.stac_io import DefaultStacIO
 from pystac.utils import make_relative_href
 from shapely.geometry import mapping, shape
 
 from pipelines.band_encoding import band_attrs
 from pipelines.level3 import QUALITY_ATTRS, completed_tiles, read_definition
 from pipelines.stac_validation import validate_stac
+from pipelines.storage import Location
 from tamrf_xr.bands import BANDS
 
-__all__ = ["ZARR_MEDIA_TYPE", "level3_item", "write_level3_collection", "zarr_media_type"]
+__all__ = [
+    "ZARR_MEDIA_TYPE",
+    "LocationStacIO",
+    "level3_item",
+    "write_level3_collection",
+    "zarr_media_type",
+]
 
 ZARR_MEDIA_TYPE = "application/vnd.zarr; version=3"
 
@@ -40,7 +50,18 @@ def zarr_media_type(zarr_format: int) -> str:
 PROJECTION_EXTENSION = "https://stac-extensions.github.io/projection/v1.1.0/schema.json"
 
 
-def level3_item(store: str | Path) -> pystac.Item:
+class LocationStacIO(DefaultStacIO):
+    """pystac I/O through :class:`pipelines.storage.Location`: local paths and fsspec URLs
+    (pystac's own reads local files and HTTP only), each document written whole."""
+
+    def read_text_from_href(self, href: str) -> str:
+        return Location.of(href).read_text()
+
+    def write_text_to_href(self, href: str, txt: str) -> None:
+        Location.of(href).write_bytes(txt.encode())
+
+
+def level3_item(store: str | Path | Location) -> pystac.Item:
     """The STAC Item of one Level-3 store (asset and ``store`` link with absolute hrefs).
 
     The id is the store's directory name without ``.zarr``. Properties: ``proj:epsg``,
@@ -48,7 +69,7 @@ def level3_item(store: str | Path) -> pystac.Item:
     ``tamrf:dates`` (ISO 8601), ``tamrf:missing_tile_ids`` (tiles without a completion
     record when the item was made), ``tamrf:encoding``.
     """
-    store = Path(store).absolute()
+    store = Location.of(store)
     definition = read_definition(store)
     west, _, _, north = definition.bounds
     # Union of the tiles' own outlines: neighbours share identical (densified) edges, so the
@@ -82,7 +103,7 @@ def level3_item(store: str | Path) -> pystac.Item:
     item.add_asset(
         "data",
         pystac.Asset(
-            href=store.as_posix(),
+            href=store.url,
             media_type=media_type,
             title="TAMRF Level-3 Zarr store (root group)",
             roles=["data"],
@@ -90,26 +111,26 @@ def level3_item(store: str | Path) -> pystac.Item:
         ),
     )
     item.add_link(
-        pystac.Link(rel="store", target=store.as_posix(), media_type=media_type, title="Zarr store")
+        pystac.Link(rel="store", target=store.url, media_type=media_type, title="Zarr store")
     )
     return item
 
 
 def write_level3_collection(
-    stores: Sequence[str | Path],
-    out_dir: str | Path,
+    stores: Sequence[str | Path | Location],
+    out_dir: str | Path | Location,
     collection_id: str = "tamrf-level3",
     description: str = "TAMRF-SITS fusion of Sentinel-2 and Landsat: 18 bands at 10 m",
     license: str = "other",
-) -> Path:
+) -> Path | str:
     """Write a self-contained static catalog: a Collection with one Item per store.
 
     Args:
-        stores: Level-3 stores (directories); each becomes an Item named after it.
-        out_dir: where ``collection.json`` and ``<item>/<item>.json`` go.
+        stores: Level-3 stores (directories or URLs); each becomes an Item named after it.
+        out_dir: where ``collection.json`` and ``<item>/<item>.json`` go (a directory or URL).
 
     Returns:
-        The path of ``collection.json``.
+        The path of ``collection.json`` (its URL on an object store).
 
     Raises:
         ValueError: no stores, two stores with the same name, or a store that is not a
@@ -122,9 +143,9 @@ def write_level3_collection(
     ids = [item.id for item in items]
     if len(set(ids)) != len(ids):
         raise ValueError(f"stores share names {ids}: give every store a distinct directory name")
-    out_dir = Path(out_dir).absolute()
+    out_dir = Location.of(out_dir)
     collection = _collection(collection_id, items, description, license)
-    collection.normalize_hrefs(out_dir.as_posix())
+    collection.normalize_hrefs(out_dir.url)
     for item in items:
         # Relative to the item's JSON, so that catalog and stores move together.
         item.make_asset_hrefs_relative()
@@ -132,8 +153,8 @@ def write_level3_collection(
             link.target = make_relative_href(link.get_href(), item.get_self_href())
         validate_stac(item)
     validate_stac(collection)
-    collection.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
-    return out_dir / "collection.json"
+    collection.save(catalog_type=pystac.CatalogType.SELF_CONTAINED, stac_io=LocationStacIO())
+    return (out_dir / "collection.json").native()
 
 
 def _collection(

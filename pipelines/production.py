@@ -53,8 +53,9 @@ from pipelines.level3 import (
 )
 from pipelines.level3_production import TileJob, produce_tile
 from pipelines.level3_stac import write_level3_collection
-from pipelines.run_lock import RunLock
+from pipelines.run_lock import run_lock
 from pipelines.search import SearchRequest, check_reachable, search_items
+from pipelines.storage import Location, StorageError
 from pipelines.tile_plan import RegionPlan, TilePlan, plan_tiles, search_area
 from pipelines.tiles_in_flight import RunReporter, TileOutcome, run_tiles
 from tamrf_xr.inference import (
@@ -112,8 +113,10 @@ class ProductionRequest:
     start: dt.date
     end: dt.date
     """The input period, inclusive."""
-    out_dir: Path
-    """Where the Level-3 stores, their STAC collection and the run summary go."""
+    out_dir: Path | str
+    """Where the Level-3 stores, their STAC collection and the run summary go: a local
+    directory (made absolute) or an fsspec URL such as ``s3://bucket/prefix`` (credentials
+    from the environment, see :mod:`pipelines.storage`)."""
     catalog_url: str | None = None
     """STAC API root; default: the profile's public URL (override for internal mirrors)."""
     dates: str | tuple[str, ...] = "SMS"
@@ -154,7 +157,7 @@ class ProductionRequest:
     """More facts for the stores' provenance (e.g. the simulated region of the demo)."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "out_dir", Path(self.out_dir))
+        object.__setattr__(self, "out_dir", Location.of(self.out_dir).native())
         profile(self.catalog)  # unknown profile: ValueError listing the known ones
         aoi_geometry(dict(self.aoi))  # empty, invalid or not lon/lat: ValueError
         if self.end < self.start:
@@ -219,6 +222,11 @@ class ProductionRequest:
         return InferenceConfig(chunk_px=self.chunk_px,
                                margin_px=model_margin_px(self.checkpoint))  # fmt: skip
 
+    @property
+    def output(self) -> Location:
+        """:attr:`out_dir` as a :class:`pipelines.storage.Location`."""
+        return Location.of(self.out_dir)
+
     def describe(self) -> dict[str, Any]:
         """JSON-able parameters (for summaries and the Prefect UI)."""
         return {
@@ -278,7 +286,17 @@ def _check_checkpoint(checkpoint: str) -> None:
         ) from None
 
 
-def _check_writable(out_dir: Path) -> None:
+def _check_writable(output: Location) -> None:
+    if not output.is_local:
+        if output.is_file():
+            raise ValueError(f"output location {output} is an object, not a prefix: give a "
+                             "prefix under which the run may write (--out-dir)")  # fmt: skip
+        try:
+            output.check_writable()
+        except StorageError as error:
+            raise ValueError(str(error)) from None
+        return
+    out_dir = output.local_path
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"output location {out_dir} is a file: give a directory (--out-dir)")
     existing = out_dir
@@ -304,7 +322,7 @@ def check_request(
     if request.checkpoint is not None and request.checkpoint != UNTRAINED:
         _check_checkpoint(request.checkpoint)
     if writing:
-        _check_writable(request.out_dir)
+        _check_writable(request.output)
     if catalog:
         check_reachable(request.url)
 
@@ -387,18 +405,18 @@ def _cache_key(plan: TilePlan, model: Mapping[str, Any] | None, parameters: Mapp
     return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _store_path(out_dir: Path, epsg: int) -> Path:
+def _store_path(out_dir: Location, epsg: int) -> Location:
     return out_dir / "level3" / f"{epsg}.zarr"
 
 
 def _with_status(
-    plans: list[TilePlan], keys: Mapping[str, str], out_dir: Path, retry_broken: bool
+    plans: list[TilePlan], keys: Mapping[str, str], out_dir: Location, retry_broken: bool
 ) -> list[TilePlan]:
     """Plans with ``status`` from the completion records already in the stores."""
     records: dict[str, dict[str, Any]] = {}
     for epsg in sorted({p.tile.epsg for p in plans}):
         store = _store_path(out_dir, epsg)
-        if store.exists():
+        if store.is_nonempty():
             # Not a store (yet): create_store says what is wrong.
             with contextlib.suppress(ValueError):
                 records |= completion_records(store)
@@ -438,7 +456,7 @@ def _planned(
     model = None if checkpoint is None else _model_identity(checkpoint)
     parameters = _run_parameters(request, cube)
     keys = {p.tile_id: _cache_key(p, model, parameters) for p in plans}
-    return _with_status(plans, keys, request.out_dir, request.retry_broken), keys
+    return _with_status(plans, keys, request.output, request.retry_broken), keys
 
 
 def _model_checkpoint(request: ProductionRequest, create: bool) -> tuple[Any, bool]:
@@ -449,10 +467,19 @@ def _model_checkpoint(request: ProductionRequest, create: bool) -> tuple[Any, bo
         return str(bundled_checkpoint()), False
     if request.checkpoint != UNTRAINED:
         return str(Path(request.checkpoint).absolute()), False
-    directory = request.out_dir.absolute() / UNTRAINED_MODEL_DIR
+    directory = _untrained_directory(request.output)
     if create:
         return str(untrained_checkpoint(directory)), True
     return (str(directory) if (directory / "config.json").is_file() else None), True
+
+
+def _untrained_directory(output: Location) -> Path:
+    """Where the untrained stand-in is written: in the output directory, or for an object
+    store in this user's cache (workers load the model from a local file)."""
+    if output.is_local:
+        return output.local_path / UNTRAINED_MODEL_DIR
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "tamrf-xr" / UNTRAINED_MODEL_DIR
 
 
 def plan_region(
@@ -533,7 +560,7 @@ def _found_summary(items: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str
 
 def _create_stores(
     request: ProductionRequest, plan: RegionPlan, attrs: Mapping[str, Any]
-) -> dict[int, Path]:
+) -> dict[int, Path | str]:
     """One Level-3 store per UTM zone of the plan (or the existing one, when it was made with
     the same parameters: resume). A store holds every tile of the AOI in its zone, also
     when ``tile_filter`` runs only some of them now, so that runs with and without the
@@ -543,7 +570,7 @@ def _create_stores(
     stores = {}
     for epsg in sorted({p.tile.epsg for p in plan.tiles}):
         tiles = [t for t in every_tile if t.epsg == epsg]
-        path = _store_path(request.out_dir.absolute(), epsg)
+        path = _store_path(request.output, epsg)
         stores[epsg] = create_store(path, tiles, plan.output_dates, config, attrs=attrs)
     return stores
 
@@ -554,8 +581,8 @@ def _summary(
     items: Mapping[str, Sequence[Mapping[str, Any]]],
     plan: RegionPlan,
     outcomes: Sequence[TileOutcome],
-    stores: Mapping[int, Path],
-    stac: Path,
+    stores: Mapping[int, Path | str],
+    stac: Path | str,
     untrained: bool,
     started: dt.datetime,
 ) -> dict[str, Any]:
@@ -633,8 +660,8 @@ def run_region(
     cluster = cluster or ClusterConfig(dashboard_address=None)
     produce = produce or produce_tile
     check_request(request, catalog=items is None)
-    out = request.out_dir.absolute()
-    lock = RunLock(out)
+    out = request.output
+    lock = run_lock(out)
     if not lock_held:
         lock.ensure_free()  # before a search that may take minutes
     items = search_region(request) if items is None else items
@@ -682,5 +709,11 @@ def run_region(
         summary = _summary(run_id, request, items, plan, outcomes, stores, stac, untrained,
                            started)  # fmt: skip
         summary |= dict(summary_extra or {})
+        # --- Quicklooks: small PNGs of the stores for operators (pipelines.quicklooks; imported
+        # here, as matplotlib is only needed once a run has written its stores). ---
+        from pipelines.quicklooks import write_quicklooks
+
+        summary["level3"]["quicklooks"] = write_quicklooks(summary, request.out_dir)
+        # --- end of quicklooks ---
         write_json_atomically(out / "run-summary.json", summary)
     return summary

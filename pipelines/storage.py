@@ -107,6 +107,11 @@ class Location:
     def parent(self) -> Location:
         return Location(self.url.rstrip("/").rsplit("/", 1)[0])
 
+    def native(self) -> Path | str:
+        """A ``Path`` for a local location, else the URL (what callers of functions that
+        accept both get back)."""
+        return self.local_path if self.is_local else self.url
+
     def __truediv__(self, name: str) -> Location:
         return Location(f"{self.url}/{name.strip('/')}")
 
@@ -181,6 +186,21 @@ class Location:
             os.replace(temporary, target)
         finally:
             temporary.unlink(missing_ok=True)
+
+    def create_exclusively(self, data: bytes) -> bool:
+        """Write this file only if it does not exist yet: True when written, False when it
+        was there (local: ``O_EXCL``; object stores: a conditional PUT, ``If-None-Match``,
+        which S3, MinIO and moto honour)."""
+        try:
+            if self.is_local:
+                self.local_path.parent.mkdir(parents=True, exist_ok=True)
+                with open(self.local_path, "xb") as stream:
+                    stream.write(data)
+            else:
+                self.fs.pipe_file(self.path, data, mode="create")
+        except FileExistsError:
+            return False
+        return True
 
     def write_json(self, document: Mapping[str, Any] | list[Any]) -> None:
         """Write ``document`` as indented JSON, whole or not at all."""

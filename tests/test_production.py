@@ -204,12 +204,22 @@ def test_a_second_run_skips_complete_tiles_and_redoes_a_missing_one(production, 
 def test_progress_and_tile_table_artifacts_are_keyed(production):
     from prefect.artifacts import Artifact
 
+    from flows.run_reporting import TILE_COLUMNS
+
     progress = Artifact.get("tamrf-run-progress")
     assert progress is not None and "of" in (progress.description or "")
     tiles = Artifact.get("tamrf-run-tiles")
-    assert tiles is not None and "tile" in str(tiles.data)
+    assert tiles is not None
+    rows = json.loads(tiles.data)
+    assert rows and all(list(row) == list(TILE_COLUMNS) for row in rows)
+    for row in rows:
+        assert row["status"] == "predicted" and row["retries"] == 0 and row["error"] == ""
+        kept, found = (int(n) for n in row["S2 dates kept"].split(" of "))
+        assert 0 < kept <= found
+        assert 0 < row["S2 clear fraction"] <= 1 and row["duration (s)"] > 0
     summary = Artifact.get("tamrf-run-summary")
     assert summary is not None and "Level-3 stores" in summary.data
+    assert "**Quicklooks**" in summary.data and "data:image/png;base64," in summary.data
 
 
 def test_transient_failures_are_retried_and_a_failed_tile_does_not_stop_the_others(

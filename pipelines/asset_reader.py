@@ -46,6 +46,7 @@ from stackstac.rio_reader import (
 from stackstac.to_dask import asset_table_to_reader_and_window
 
 from pipelines.catalogs import item_epsg
+from pipelines.redaction import redact_text, redact_url
 from pipelines.storage import Location
 from tamrf_xr.grid import RasterGrid
 
@@ -77,9 +78,12 @@ class BrokenAssetLog:
         self.directory = Location.of(directory)
 
     def record(self, url: str, error: str) -> None:
+        """Record ``url`` as broken, signature and credentials redacted (the same asset
+        signed anew is the same record)."""
+        url = redact_url(url)
         target = self.directory / (hashlib.sha256(url.encode()).hexdigest()[:24] + ".json")
         if not target.exists():
-            target.write_bytes(json.dumps({"url": url, "error": error}).encode())
+            target.write_bytes(json.dumps({"url": url, "error": redact_text(error)}).encode())
 
     def records(self) -> list[dict[str, str]]:
         """Every record, sorted by URL."""
@@ -147,7 +151,8 @@ class RecordingRioReader(AutoParallelRioReader):
             out[...] = data
             return out
         except _ASSET_ERRORS as error:
-            message = f"asset {self.url!r} is unreadable ({error}); its pixels are nodata"
+            message = redact_text(f"asset {self.url!r} is unreadable ({error}); its pixels are "
+                                  "nodata")  # fmt: skip
             with _WARNED_LOCK:
                 first = self.url not in _WARNED
                 _WARNED.add(self.url)

@@ -62,8 +62,11 @@ class ClusterConfig:
     workers even on a GPU machine), ``cuda`` (local GPU workers; an error without GPUs), or
     the name of a cluster spec in ``infra/clusters`` (``local``, ``slurm``, ``kubernetes``...).
     """
-    dashboard_address: str | None = ":0"
-    """Local dashboard (``None`` disables it); ``:0`` picks a free port."""
+    dashboard_address: str | None = "127.0.0.1:0"
+    """Local dashboard: a free port on the loopback interface by default (``:0`` would listen
+    on every interface: servers this project starts bind 127.0.0.1 unless told otherwise);
+    ``None``: no dashboard page (the scheduler's HTTP endpoint stays on its own address,
+    127.0.0.1 for a local cluster)."""
     spec: str | None = None
     """A cluster spec file (or the name of one in ``infra/clusters``) to start; its kind
     decides, and ``kind`` is then ``auto`` or that kind. With a spec, ``n_workers`` overrides

@@ -54,6 +54,7 @@ from pipelines.asset_reader import BrokenAssetLog, read_assets, stac_item_dicts
 from pipelines.catalogs import CatalogProfile, ScalingRule
 from pipelines.georef import with_grid_mapping
 from pipelines.grid import LANDSAT_FACTOR, NEST_M
+from pipelines.redaction import redact_url
 from tamrf_xr.bands import LANDSAT_BANDS, S2_BANDS
 from tamrf_xr.grid import RasterGrid
 from tamrf_xr.masking import MaskConfig, landsat_invalid, s2_invalid
@@ -287,7 +288,10 @@ def _item_records(
                 "datetime": doc["properties"]["datetime"],
                 "date": solar_date(doc).isoformat(),
                 "platform": doc["properties"].get("platform"),
-                "hrefs": {b: assets[k]["href"] for b, k in asset_keys.items() if k in assets},
+                # Redacted: the records are kept (tile records, logs), signatures must not be.
+                "hrefs": {
+                    b: redact_url(assets[k]["href"]) for b, k in asset_keys.items() if k in assets
+                },
                 "scaling": {b: r.to_dict() for b, r in item_rules.items()},
             }
         )

@@ -53,6 +53,7 @@ from pipelines.level3 import (
 )
 from pipelines.level3_production import TileJob, produce_tile
 from pipelines.level3_stac import write_level3_collection
+from pipelines.redaction import redact_url
 from pipelines.run_lock import run_lock
 from pipelines.search import SearchRequest, check_reachable, search_items
 from pipelines.storage import Location, StorageError
@@ -231,7 +232,7 @@ class ProductionRequest:
         """JSON-able parameters (for summaries and the Prefect UI)."""
         return {
             "catalog": self.catalog,
-            "catalog_url": self.url,
+            "catalog_url": redact_url(self.url),
             "collections": list(self.collections),
             "aoi_bounds": list(aoi_geometry(dict(self.aoi)).bounds),
             "start": self.start.isoformat(),
@@ -594,7 +595,7 @@ def _summary(
     return {
         "request": request.describe(),
         "run_id": run_id,
-        "catalog": request.url,
+        "catalog": redact_url(request.url),
         "started": started.isoformat(timespec="seconds"),
         "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "collections": _found_summary(items),

@@ -243,7 +243,7 @@ def test_no_worker_in_time_is_a_clear_error() -> None:
 
     spec = ClusterSpec("hpc", "slurm", wait_for_workers_s=0.5, source="my-slurm.yaml")
     with (
-        LocalCluster(n_workers=0, processes=False, dashboard_address=":0") as empty,
+        LocalCluster(n_workers=0, processes=False, dashboard_address="127.0.0.1:0") as empty,
         Client(empty) as client,
         pytest.raises(ClusterStartError) as error,
     ):

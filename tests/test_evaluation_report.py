@@ -8,8 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from tests.cli_process import tamrf
+from cli_process import tamrf
 
 TINY_REGION = ["--seed", "7", "--size-px", "120", "--start", "2022-05-01", "--end", "2022-07-20"]
 TASK_TITLES = ("## gap-filling", "## band-sharpening", "## fusion", "## thermal-sharpening")

@@ -257,7 +257,7 @@ def test_lpips_term_skips_cloudy_dates_and_moves_only_the_prediction(lpips_folde
 
 
 def test_build_dataset_and_train_commands(tmp_path) -> None:
-    from tests.cli_process import tamrf
+    from cli_process import tamrf
 
     store = tmp_path / "store"
     built = tamrf(

@@ -7,7 +7,7 @@ stays fast.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -241,30 +241,26 @@ def _run_demo(
 ) -> None:  # fmt: skip
     """The embedded demo: simulate, serve, run (the regional_run flow)."""
     from flows.cli_production import fail, print_run_summary
-    from flows.regional_run import regional_run
+    from flows.regional_run import checked_demo_request
     from pipelines.cluster_specs import ClusterStartError
-    from pipelines.demo.region_request import check_demo_out_dir
     from pipelines.production import TilesFailedError
-    from pipelines.run_lock import RunLockedError
+    from pipelines.run_lock import RunLockedError, run_lock
     from pipelines.search import CatalogSearchError
 
     if backend not in ("rustac", "pgstac"):
         raise typer.BadParameter(f"unknown backend {backend!r}: use rustac or pgstac")
-    try:
-        check_demo_out_dir(out_dir)
-    except ValueError as error:
-        raise fail(error) from None
     config = _simulation_config(seed=seed, lon=lon, lat=lat, size_px=size_px, start=start, end=end)
+    options = {"dates": dates, "checkpoint": None if checkpoint is None else str(checkpoint),
+               "tile_size_m": tile_size_m, "encoding": encoding, "precision": precision,
+               "tiles_in_flight": in_flight}  # fmt: skip
     try:
-        summary = regional_run(
-            str(out_dir), seed=config.seed, center_lon=config.center_lon,
-            center_lat=config.center_lat, size_px=size_px, start=config.start, end=config.end,
-            backend=backend, overwrite=overwrite, show_progress=progress, dates=dates,
-            checkpoint=None if checkpoint is None else str(checkpoint), tile_size_m=tile_size_m,
-            encoding=encoding, precision=precision, scheduler_address=scheduler,
-            n_workers=workers,
-            tiles_in_flight=in_flight, cluster_kind=cluster, cluster_spec=cluster_spec,
-        )  # fmt: skip
+        # Checked, then locked here before the flow starts: a second run on the same output
+        # is refused in one line (inside the flow, Prefect would log a traceback), and a bad
+        # parameter writes nothing (not even the lock file).
+        checked_demo_request(config, out_dir, **options)
+        with run_lock(out_dir):
+            summary = _demo_flow(config, out_dir, backend, overwrite, progress, options,
+                                 scheduler, workers, cluster, cluster_spec)  # fmt: skip
     except TilesFailedError as failure:
         summary = failure.summary
     except (FileExistsError, ValueError, CatalogSearchError, RunLockedError,
@@ -272,6 +268,23 @@ def _run_demo(
         raise fail(error) from None
     typer.echo(f"catalog: {summary['catalog']}")
     print_run_summary(summary, out_dir)
+
+
+def _demo_flow(
+    config: Any, out_dir: str, backend: str, overwrite: bool, progress: bool,
+    options: dict[str, Any], scheduler: str | None, workers: int | None, cluster: str,
+    cluster_spec: str | None,
+) -> dict[str, Any]:  # fmt: skip
+    """The ``tamrf-regional-run`` flow (the caller holds the output's lock)."""
+    from flows.regional_run import regional_run
+
+    return regional_run(
+        str(out_dir), seed=config.seed, center_lon=config.center_lon,
+        center_lat=config.center_lat, size_px=config.width_px, start=config.start,
+        end=config.end, backend=backend, overwrite=overwrite, show_progress=progress,
+        scheduler_address=scheduler, n_workers=workers, cluster_kind=cluster,
+        cluster_spec=cluster_spec, lock_held=True, **options,
+    )  # fmt: skip
 
 
 @app.command("import-checkpoint")

@@ -7,6 +7,7 @@ writes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 from pathlib import Path
@@ -124,10 +125,9 @@ def fail(error: Exception) -> typer.Exit:
 def run_on_catalog(request: Any, cluster: dict[str, Any], progress: bool, dry_run: bool) -> None:
     """Check ``request`` (files, catalog) and run the production flow; exit 2 on a bad
     parameter or a locked output, 1 when tiles failed."""
-    from flows.production_run import production_run
     from pipelines.cluster_specs import ClusterStartError
     from pipelines.production import TilesFailedError, check_request
-    from pipelines.run_lock import RunLockedError
+    from pipelines.run_lock import RunLockedError, run_lock
     from pipelines.search import CatalogSearchError
 
     try:
@@ -136,18 +136,11 @@ def run_on_catalog(request: Any, cluster: dict[str, Any], progress: bool, dry_ru
         raise fail(error) from None
     described = request.describe()
     try:
-        result = production_run(
-            request.catalog, request.start, request.end, str(request.out_dir),
-            **_flow_aoi(request.aoi), catalog_url=request.catalog_url,
-            dates=request.dates if isinstance(request.dates, str) else ",".join(request.dates),
-            checkpoint=request.checkpoint, s2_collection=request.s2_collection,
-            max_cloud_cover=request.max_cloud_cover, tile_size_m=request.tile_size_m,
-            encoding=request.encoding, precision=request.precision,
-            tiles_in_flight=request.tiles_in_flight,
-            tiles=None if request.tile_filter is None else list(request.tile_filter),
-            flop_rate_gflops=None if request.flop_rate is None else request.flop_rate / 1e9,
-            retry_broken=request.retry_broken, dry_run=dry_run, show_progress=progress, **cluster,
-        )  # fmt: skip
+        # The lock is taken here, before the flow starts, so that a second run on the same
+        # output is refused in one line (inside the flow, Prefect would log a traceback).
+        lock = contextlib.nullcontext() if dry_run else run_lock(request.output)
+        with lock:
+            result = _production_flow(request, cluster, progress, dry_run)
     except TilesFailedError as failure:
         result = failure.summary
     except (ValueError, CatalogSearchError, RunLockedError, FileExistsError,
@@ -160,6 +153,25 @@ def run_on_catalog(request: Any, cluster: dict[str, Any], progress: bool, dry_ru
         return
     typer.echo(f"catalog: {described['catalog_url']} ({request.catalog})")
     print_run_summary(result, request.out_dir)
+
+
+def _production_flow(request: Any, cluster: dict[str, Any], progress: bool, dry_run: bool) -> Any:
+    """The ``tamrf-production-run`` flow of ``request`` (the caller holds its lock)."""
+    from flows.production_run import production_run
+
+    return production_run(
+        request.catalog, request.start, request.end, str(request.out_dir),
+        **_flow_aoi(request.aoi), catalog_url=request.catalog_url,
+        dates=request.dates if isinstance(request.dates, str) else ",".join(request.dates),
+        checkpoint=request.checkpoint, s2_collection=request.s2_collection,
+        max_cloud_cover=request.max_cloud_cover, tile_size_m=request.tile_size_m,
+        encoding=request.encoding, precision=request.precision,
+        tiles_in_flight=request.tiles_in_flight,
+        tiles=None if request.tile_filter is None else list(request.tile_filter),
+        flop_rate_gflops=None if request.flop_rate is None else request.flop_rate / 1e9,
+        retry_broken=request.retry_broken, dry_run=dry_run, show_progress=progress,
+        lock_held=not dry_run, **cluster,
+    )  # fmt: skip
 
 
 def _flow_aoi(aoi: dict[str, Any]) -> dict[str, Any]:

@@ -100,6 +100,7 @@ def production_run(
     retry_broken: bool = False,
     dry_run: bool = False,
     show_progress: bool = False,
+    lock_held: bool = False,
 ) -> dict[str, Any]:
     """Level-3 stores of an AOI and a period from a STAC catalog.
 
@@ -124,6 +125,8 @@ def production_run(
         flop_rate_gflops: the model's speed for the plan's estimate; default measured here.
         retry_broken: also recompute complete tiles whose record lists broken assets.
         dry_run: plan only: publish the tiles, items, dates and estimated cost.
+        lock_held: the caller holds ``out_dir``'s run lock already (``tamrf run`` takes it
+            before starting the flow, so that a second run is refused in one line).
 
     Returns:
         The plan (dry run) or the run summary.
@@ -146,4 +149,4 @@ def production_run(
         plan = plan_task(request, cluster.model_device)
         publish_plan(plan)
         return plan
-    return published(produce_task(request, cluster, show_progress))
+    return published(produce_task(request, cluster, show_progress, lock_held=lock_held))

@@ -7,6 +7,7 @@ Wiring only. A re-run resumes: tiles whose completion record matches are not com
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 from pathlib import Path
@@ -23,10 +24,10 @@ from pipelines.demo.region_request import check_demo_out_dir, simulated_region_r
 from pipelines.demo.simulated_catalog import open_or_write_simulated_catalog
 from pipelines.demo.stac_servers import create_server
 from pipelines.production import ProductionRequest, check_request, parse_dates, search_region
-from pipelines.run_lock import RunLock
+from pipelines.run_lock import run_lock
 from tamrf_xr.simulate import SimulationConfig
 
-__all__ = ["regional_run"]
+__all__ = ["checked_demo_request", "regional_run"]
 
 
 @task(name="simulate-region")
@@ -61,6 +62,24 @@ def query_catalog(request: ProductionRequest) -> dict[str, list[dict[str, Any]]]
     return search_region(request)
 
 
+def checked_demo_request(
+    config: SimulationConfig, out_dir: str, dates: str = "SMS", **options: Any
+) -> ProductionRequest:
+    """The demo's production request, every parameter checked before anything is simulated
+    (its catalog URL is known once the local server runs); ``tamrf run`` calls it before
+    taking the output's lock, the flow again inside it.
+
+    Raises:
+        ValueError: a bad parameter (nothing written).
+    """
+    check_demo_out_dir(out_dir)
+    out = Path(out_dir).absolute()
+    request = simulated_region_request(config, out, "http://127.0.0.1/not-served-yet",
+                                       dates=parse_dates(dates), **options)  # fmt: skip
+    check_request(request, catalog=False)
+    return request
+
+
 @flow(name="tamrf-regional-run", log_prints=True)
 def regional_run(
     out_dir: str,
@@ -86,6 +105,7 @@ def regional_run(
     tiles_in_flight: int = 2,
     cluster_kind: str = "auto",
     cluster_spec: str | None = None,
+    lock_held: bool = False,
 ) -> dict[str, Any]:
     """Simulate a region into ``out_dir/simulated``, serve it, and produce its Level-3
     stores into ``out_dir/level3`` (one Zarr store per UTM zone + STAC collection).
@@ -108,6 +128,8 @@ def regional_run(
         cluster_kind: auto, cpu, cuda, or the name of a cluster spec in infra/clusters
             (local, slurm, kubernetes...).
         cluster_spec: a cluster spec file to start instead (its kind decides).
+        lock_held: the caller holds ``out_dir``'s run lock already (``tamrf run`` takes it
+            before starting the flow, so that a second run is refused in one line).
 
     Returns the run summary, also written to ``out_dir/run-summary.json`` and published as a
     Prefect markdown artifact.
@@ -116,22 +138,18 @@ def regional_run(
     config = SimulationConfig(seed=seed, center_lon=center_lon, center_lat=center_lat,
                               width_px=size_px, height_px=size_px, start=start, end=end,
                               cloud_cover_mean=cloud_cover)  # fmt: skip
-    check_demo_out_dir(out_dir)
     out = Path(out_dir).absolute()
-    options = {"dates": parse_dates(dates), "checkpoint": checkpoint, "tile_size_m": tile_size_m,
+    options = {"dates": dates, "checkpoint": checkpoint, "tile_size_m": tile_size_m,
                "encoding": encoding, "precision": precision, "chunk_px": chunk_px,
                "tiles_in_flight": tiles_in_flight}  # fmt: skip
     cluster = ClusterConfig(address=scheduler_address, kind=cluster_kind,
                             n_workers=n_workers,
                             threads_per_worker=threads_per_worker,
                             dashboard_address=None, spec=cluster_spec)  # fmt: skip
-    # Every parameter is checked before anything is simulated (the catalog URL is known once
-    # the local server runs).
-    request = simulated_region_request(config, out, "http://127.0.0.1/not-served-yet", **options)
-    check_request(request, catalog=False)
+    request = checked_demo_request(config, out_dir, **options)
     # The lock covers the simulation too: two demo runs on one directory would otherwise
     # write the same product at once.
-    with RunLock(out):
+    with contextlib.nullcontext() if lock_held else run_lock(out):
         catalog = simulate_region(config.to_json(), str(out / "simulated"), overwrite,
                                   show_progress)  # fmt: skip
         with create_server(catalog, backend=backend) as server:

@@ -158,10 +158,15 @@ def rgb_figure(rgb: np.ndarray, days_to_clear: np.ndarray, title: str) -> Figure
     days = np.asarray(days_to_clear, np.float64)
     shown = np.ma.masked_where(~(days >= 0), days)  # -1 (never clear) and NaN: no colour
     cmap = colormaps["viridis_r"].with_extremes(bad=NEUTRAL)  # dark: far from clear
-    image = right.imshow(shown, cmap=cmap, interpolation="nearest", vmin=0)
+    image = right.imshow(shown, cmap=cmap, interpolation="nearest", vmin=0,
+                         vmax=max(1.0, float(shown.max()) if shown.count() else 1.0))  # fmt: skip
     right.set_title("S2 days to clear (grey: none)", fontsize=9)
-    bar = figure.colorbar(image, ax=right, shrink=0.85)
-    bar.set_label("days to the nearest clear S2 observation")
+    if shown.count():
+        bar = figure.colorbar(image, ax=right, shrink=0.85)
+        bar.set_label("days to the nearest clear S2 observation")
+    else:  # a colour bar of nothing would only confuse: say it
+        right.text(0.5, 0.5, "no clear S2 observation\nfor this date", ha="center",
+                   va="center", transform=right.transAxes, fontsize=10)  # fmt: skip
     for axes in (left, right):
         axes.set_xticks([])
         axes.set_yticks([])

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from flows.cli_catalog import catalog_app
+from flows.cli_checks import DEMO_PERIOD, DebugOption, check_first, set_debug
 from flows.cli_deploy import deploy_check
 from flows.cli_evaluate import evaluate
 from flows.cli_info import info
@@ -31,6 +32,7 @@ from flows.cli_production import (
     plan,
 )
 from flows.cli_train import build_dataset, train
+from flows.process_cleanup import stops_cleanly
 
 app = typer.Typer(
     help="tamrf-xr: Sentinel-2 + Landsat time-series fusion, from STAC catalogs to Level-3 Zarr.",
@@ -105,6 +107,7 @@ def simulate(
 
 
 @app.command()
+@stops_cleanly  # SIGTERM/SIGINT/SIGKILL: one error line, nothing left running
 def run(
     catalog: CatalogOption = None,
     catalog_url: CatalogUrlOption = None,
@@ -180,6 +183,7 @@ def run(
         str, typer.Option(help="Demo: local STAC API, rustac (embedded) or pgstac.")
     ] = "rustac",
     overwrite: Annotated[bool, typer.Option(help="Demo: re-simulate the region.")] = False,
+    debug: DebugOption = False,
 ) -> None:
     """Produce Level-3 Zarr stores (datacubes and TAMRF inference on a Dask cluster), as a
     Prefect flow. With --catalog: an AOI and a period from that STAC catalog. Without it: the
@@ -191,12 +195,18 @@ def run(
     from flows.cli_production import fail
     from pipelines.cluster_specs import resolve_cluster_spec
 
+    set_debug(debug)
     # No telemetry from a machine that may have no internet (and nothing to report home).
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     try:
         # The cluster choice first, before torch and the cluster libraries load: a mistyped
         # --cluster or a broken spec file costs a fraction of a second.
         resolve_cluster_spec(cluster, cluster_spec, scheduler)
+        # Then every input that can be checked without torch, Prefect or Dask (well under
+        # 2 s): the AOI, the period and dates, the checkpoint, the output and the scheduler.
+        check_first(catalog=catalog, aoi=aoi, bbox=bbox, start=start, end=end, dates=dates,
+                    checkpoint=checkpoint, out_dir=out_dir, scheduler=scheduler,
+                    writing=not dry_run)  # fmt: skip
         from pipelines.cluster import ClusterConfig
 
         ClusterConfig(address=scheduler, kind=cluster, n_workers=workers, spec=cluster_spec)
@@ -227,7 +237,7 @@ def run(
             "`tamrf run` runs the embedded demo"
         )
     _run_demo(
-        out_dir, seed, lon, lat, size_px, start or "2022-01-01", end or "2022-12-31", backend,
+        out_dir, seed, lon, lat, size_px, start or DEMO_PERIOD[0], end or DEMO_PERIOD[1], backend,
         overwrite, progress, dates, checkpoint, tile_size_m, encoding, precision, scheduler,
         workers, tiles_in_flight, cluster, cluster_spec,
     )  # fmt: skip
@@ -249,7 +259,11 @@ def _run_demo(
 
     if backend not in ("rustac", "pgstac"):
         raise typer.BadParameter(f"unknown backend {backend!r}: use rustac or pgstac")
-    config = _simulation_config(seed=seed, lon=lon, lat=lat, size_px=size_px, start=start, end=end)
+    try:  # the simulated region: one error line, as every other bad input of a run
+        config = _simulation_config(seed=seed, lon=lon, lat=lat, size_px=size_px, start=start,
+                                    end=end)  # fmt: skip
+    except typer.BadParameter as error:
+        raise fail(error) from None
     options = {"dates": dates, "checkpoint": None if checkpoint is None else str(checkpoint),
                "tile_size_m": tile_size_m, "encoding": encoding, "precision": precision,
                "tiles_in_flight": in_flight}  # fmt: skip

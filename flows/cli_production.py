@@ -10,11 +10,13 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import traceback
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from flows.cli_checks import DebugOption, check_first, debugging, set_debug
 from pipelines.storage import Location
 
 __all__ = ["fail", "plan", "print_run_summary", "production_request", "run_on_catalog", "tile_ids"]
@@ -66,28 +68,35 @@ def date_option(value: str) -> dt.date:
 
 
 def _date(value: str | None, name: str) -> dt.date:
+    from pipelines.run_inputs import parse_day
+
     if value is None:
         raise ValueError(f"{name} is required with --catalog: give YYYY-MM-DD")
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise ValueError(f"{name} {value!r} is not a date: use YYYY-MM-DD") from None
+    return parse_day(value, name)
 
 
-def _aoi(aoi: Path | None, bbox: str | None) -> tuple[list[float] | None, dict | None]:
+def read_aoi(aoi: Path | None, bbox: str | None) -> tuple[list[float] | None, dict | None]:
+    """(bbox, None) from ``--bbox W,S,E,N`` or (None, GeoJSON document) from ``--aoi FILE``;
+    the area itself is checked by :func:`pipelines.grid.aoi_geometry`."""
     if (aoi is None) == (bbox is None):
         raise ValueError("give exactly one AOI: --aoi FILE.geojson or --bbox W,S,E,N")
     if bbox is not None:
         try:
             values = [float(v) for v in bbox.split(",")]
         except ValueError:
-            raise ValueError(f"--bbox {bbox!r}: four numbers W,S,E,N in degrees") from None
+            raise ValueError(f"--bbox {bbox!r} is not four numbers: give W,S,E,N in degrees, "
+                             "e.g. --bbox 1.40,43.55,1.50,43.65") from None  # fmt: skip
         return values, None
     assert aoi is not None
     try:
-        return None, json.loads(aoi.read_text())
+        document = json.loads(aoi.read_text())
     except (OSError, ValueError) as error:
-        raise ValueError(f"--aoi {aoi}: not a readable GeoJSON file ({error})") from None
+        raise ValueError(f"--aoi {aoi} is not a readable GeoJSON file ({error}): give a GeoJSON "
+                         "geometry, Feature or FeatureCollection in lon/lat") from None  # fmt: skip
+    if not isinstance(document, dict):
+        raise ValueError(f"--aoi {aoi} holds a JSON {type(document).__name__}, not a GeoJSON "
+                         "object: give a geometry, Feature or FeatureCollection")  # fmt: skip
+    return None, document
 
 
 def tile_ids(text: str | None) -> tuple[str, ...] | None:
@@ -106,7 +115,7 @@ def production_request(
     from pipelines.production import parse_dates
 
     try:
-        bbox_values, geometry = _aoi(aoi, bbox)
+        bbox_values, geometry = read_aoi(aoi, bbox)
         return request_from_parameters(
             catalog, _date(start, "--start"), _date(end, "--end"), str(out_dir), bbox_values,
             geometry, catalog_url=catalog_url, dates=parse_dates(dates),
@@ -117,7 +126,10 @@ def production_request(
 
 
 def fail(error: Exception) -> typer.Exit:
-    """``error: ...`` on stderr, and the exit status 2 to raise (a run that cannot start)."""
+    """``error: ...`` on stderr, one line, and the exit status 2 to raise (a run that cannot
+    start); with ``--debug``, the error's traceback before it."""
+    if debugging():
+        typer.echo("".join(traceback.format_exception(error)).rstrip(), err=True)
     typer.echo(f"error: {error}", err=True)
     return typer.Exit(2)
 
@@ -187,6 +199,8 @@ def _flow_aoi(aoi: dict[str, Any]) -> dict[str, Any]:
 
 def print_run_summary(summary: dict[str, Any], out_dir: str | Path) -> None:
     """What a run made, on the terminal; exit 1 when tiles failed."""
+    from pipelines.level3_production import INPUT_OUTCOMES
+
     for collection, found in summary["collections"].items():
         span = (f"{found['first'][:10]}..{found['last'][:10]}, mean cloud cover "
                 f"{found['mean_cloud_cover']}%") if found["count"] else "none"  # fmt: skip
@@ -201,6 +215,11 @@ def print_run_summary(summary: dict[str, Any], out_dir: str | Path) -> None:
     for asset in summary.get("broken_assets", []):
         typer.echo(f"broken asset (read as missing): {asset['item_id']} {asset['band']}: "
                    f"{asset['error']}")  # fmt: skip
+    for outcome, tiles in level3.get("outcomes", {}).items():
+        if tiles and outcome != "both_sensors":
+            typer.echo(f"{len(tiles)} tile(s) {INPUT_OUTCOMES[outcome]}: {', '.join(tiles)}")
+    for note in summary.get("notes", []):
+        typer.echo(f"note: {note}")
     if level3["untrained_model"]:
         typer.echo("warning: --checkpoint untrained: the model weights are UNTRAINED (values "
                    "are not meaningful)")  # fmt: skip
@@ -243,10 +262,18 @@ def plan(
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Also write the whole plan as JSON here.")
     ] = None,
+    debug: DebugOption = False,
 ) -> None:
     """Plan a production run without computing a tile: the tiles, the items per tile and
     sensor, their dates, each tile's status (new, done, recompute) and its estimated model
     FLOPs and time, and the totals. One paged search of the catalog."""
+    set_debug(debug)
+    try:  # before the heavy imports below: a bad input costs a fraction of a second
+        check_first(catalog=catalog, aoi=aoi, bbox=bbox, start=start, end=end, dates=dates,
+                    checkpoint=checkpoint, out_dir=out_dir, scheduler=None,
+                    writing=False)  # fmt: skip
+    except ValueError as error:
+        raise fail(error) from None
     from pipelines.production import plan_region
     from pipelines.search import CatalogSearchError
     from pipelines.tile_plan import format_plan

@@ -63,11 +63,16 @@ def query_catalog(request: ProductionRequest) -> dict[str, list[dict[str, Any]]]
 
 
 def checked_demo_request(
-    config: SimulationConfig, out_dir: str, dates: str = "SMS", **options: Any
+    config: SimulationConfig,
+    out_dir: str,
+    dates: str = "SMS",
+    scheduler: str | None = None,
+    **options: Any,
 ) -> ProductionRequest:
     """The demo's production request, every parameter checked before anything is simulated
-    (its catalog URL is known once the local server runs); ``tamrf run`` calls it before
-    taking the output's lock, the flow again inside it.
+    (its catalog URL is known once the local server runs), with the Dask ``scheduler`` the
+    run will use; ``tamrf run`` calls it before taking the output's lock, the flow again
+    inside it.
 
     Raises:
         ValueError: a bad parameter (nothing written).
@@ -76,7 +81,7 @@ def checked_demo_request(
     out = Path(out_dir).absolute()
     request = simulated_region_request(config, out, "http://127.0.0.1/not-served-yet",
                                        dates=parse_dates(dates), **options)  # fmt: skip
-    check_request(request, catalog=False)
+    check_request(request, catalog=False, scheduler=scheduler)
     return request
 
 
@@ -146,7 +151,7 @@ def regional_run(
                             n_workers=n_workers,
                             threads_per_worker=threads_per_worker,
                             dashboard_address=None, spec=cluster_spec)  # fmt: skip
-    request = checked_demo_request(config, out_dir, **options)
+    request = checked_demo_request(config, out_dir, scheduler=scheduler_address, **options)
     # The lock covers the simulation too: two demo runs on one directory would otherwise
     # write the same product at once.
     with contextlib.nullcontext() if lock_held else run_lock(out):

@@ -46,6 +46,7 @@ from stackstac.rio_reader import (
 from stackstac.to_dask import asset_table_to_reader_and_window
 
 from pipelines.catalogs import item_epsg
+from pipelines.output_errors import writing
 from pipelines.redaction import redact_text, redact_url
 from pipelines.storage import Location
 from tamrf_xr.grid import RasterGrid
@@ -82,8 +83,11 @@ class BrokenAssetLog:
         signed anew is the same record)."""
         url = redact_url(url)
         target = self.directory / (hashlib.sha256(url.encode()).hexdigest()[:24] + ".json")
-        if not target.exists():
-            target.write_bytes(json.dumps({"url": url, "error": redact_text(error)}).encode())
+        # A run that cannot record what it read as missing stops (a full disk, say) rather
+        # than report a product as complete without saying so.
+        with writing(f"recording broken asset {url}", self.directory):
+            if not target.exists():
+                target.write_bytes(json.dumps({"url": url, "error": redact_text(error)}).encode())
 
     def records(self) -> list[dict[str, str]]:
         """Every record, sorted by URL."""
@@ -122,6 +126,9 @@ class RecordingRioReader(AutoParallelRioReader):
                 count = ds.count
                 ds.close()
                 raise RuntimeError(f"asset {self.url!r} has {count} bands; assets must have one")
+            if ds.crs is None:  # GDAL opens a COG cut inside its header without georeferencing
+                ds.close()
+                raise RuntimeError(f"asset {self.url!r} has no CRS: truncated or not a COG")
             self._lattice = _Lattice.of(ds, self.spec)
             vrt = None
             if self._lattice is None:

@@ -15,6 +15,12 @@ From STAC items of one sensor to an ``xarray.Dataset`` on a 10 m
   ``eo:cloud_cover``), ``n_items``; attributes recording every item, its assets and scaling rule,
   and the dates dropped for too little clear area (with the reason).
 
+A broken asset (404, truncated or corrupt) reads as no data (:mod:`pipelines.asset_reader`):
+a reflectance band's date keeps its other bands (``valid`` is False where a band has no data);
+a date whose clear-sky layer (S2 ``SCL``, Landsat ``QA_PIXEL``) is unreadable for every item
+has no clear pixel, so the date filter drops it with that reason (its pixels cannot be told
+from clouds); without the filter (``min_valid_fraction`` 0) it stays, every pixel invalid.
+
 Items of one sensor acquired the same (local solar) day, e.g. overlapping S2 tiles or adjacent
 Landsat rows, are merged into one date: each pixel comes from the first item (by time, then id)
 that has data there. Each layer is read on the grid grown by the halo its processing needs
@@ -351,22 +357,39 @@ def _dataset(
     return _drop_sparse_dates(ds, config.min_valid_fraction)
 
 
+_CLEAR_SKY_LAYER = {"sentinel-2": "SCL", "landsat": "QA_PIXEL"}
+"""The quality layer that tells clear pixels from clouds and fill, per sensor."""
+
+
 def _drop_sparse_dates(ds: xr.Dataset, minimum: float) -> xr.Dataset:
     """Drop the dates whose clear fraction is below ``minimum``, recording each with a reason."""
     if minimum <= 0 or ds.sizes["time"] == 0:
         return ds
     fractions = ds["clear_fraction"].values  # from the masks persisted by _read_once
+    # Read by now: the quality layers that failed are in the broken-asset log.
+    layer = _CLEAR_SKY_LAYER[ds.attrs["sensor"]]
+    unreadable = {a["item_id"] for a in broken_assets(ds) if a["band"] == layer}
+
+    def reason(i: int) -> str:
+        ids = str(ds["item_ids"].values[i]).split()
+        blind = [item for item in ids if item in unreadable]
+        if blind and len(blind) == len(ids):
+            return (f"quality layer {layer} unreadable (broken asset of {', '.join(blind)}): "
+                    "its clear pixels cannot be told from clouds")  # fmt: skip
+        why = (
+            "no data over the grid"
+            if fractions[i] == 0
+            else f"clear fraction {fractions[i]:.3f} < min_valid_fraction {minimum}"
+        )
+        return why + (f"; quality layer {layer} unreadable for {', '.join(blind)}" if blind else "")
+
     keep = fractions >= minimum
     dropped = [
         {
             "date": str(np.datetime_as_string(ds["time"].values[i], unit="s")),
             "item_ids": str(ds["item_ids"].values[i]),
             "clear_fraction": round(float(fractions[i]), 6),
-            "reason": (
-                "no data over the grid"
-                if fractions[i] == 0
-                else f"clear fraction {fractions[i]:.3f} < min_valid_fraction {minimum}"
-            ),
+            "reason": reason(i),
         }
         for i in np.flatnonzero(~keep)
     ]

@@ -10,6 +10,7 @@ codes (327xx) with positive northings, whatever CRS the inputs come in.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -19,7 +20,6 @@ import shapely.errors
 from shapely.geometry import box, mapping, shape
 from shapely.geometry.base import BaseGeometry
 
-from pipelines.georef import reproject_geometry, split_at_antimeridian
 from tamrf_xr.grid import RasterGrid
 
 __all__ = [
@@ -142,65 +142,142 @@ class GridTile:
 
     def lonlat_polygon(self) -> BaseGeometry:
         """The tile's outline in lon/lat."""
+        from pipelines.georef import reproject_geometry, split_at_antimeridian
+
         outline = reproject_geometry(box(*self.bounds), self.epsg, 4326, self.spec.tile_size_m / 20)
         return split_at_antimeridian(outline)
 
 
 def aoi_geometry(aoi: dict | Iterable[float] | BaseGeometry) -> BaseGeometry:
     """An AOI in lon/lat from a GeoJSON geometry, Feature or FeatureCollection (the union of
-    its features), a bbox or a shapely geometry."""
+    its features), a bbox or a shapely geometry.
+
+    Raises:
+        ValueError: not a geometry, non-finite or out-of-range coordinates, no area (a point,
+            a line), a polygon that crosses itself, or one that crosses the antimeridian; the
+            message says how to fix it. Nothing is repaired silently.
+    """
     if isinstance(aoi, BaseGeometry):
         geometry = aoi
     elif isinstance(aoi, dict):
         geometry = _geojson_geometry(aoi)
     else:
-        values = [float(v) for v in aoi]
-        if len(values) != 4:
-            raise ValueError(f"a bbox is (west, south, east, north); got {values}")
-        west, south, east, north = values
-        if not (
-            west < east
-            and south < north
-            and west >= -180
-            and east <= 180
-            and south >= -90
-            and north <= 90
-        ):
-            raise ValueError(
-                f"bbox {values} is not (west, south, east, north) in degrees with west < east "
-                "and south < north (an AOI crossing the antimeridian must be split)"
-            )
-        geometry = box(west, south, east, north)
-    if geometry.is_empty or not geometry.is_valid or geometry.area == 0:
-        raise ValueError(f"the AOI {mapping(geometry)['type']} is empty or invalid: fix it")
+        return _bbox_geometry(aoi)  # a box in range: finite, valid, with an area
+    _check_aoi(geometry)
+    return geometry
+
+
+def _bbox_geometry(bbox: Iterable[float]) -> BaseGeometry:
+    """The box of ``(west, south, east, north)`` in degrees."""
+    values = [float(v) for v in bbox]
+    if len(values) != 4:
+        raise ValueError(f"a bbox is (west, south, east, north); got {values}: give four "
+                         "numbers W,S,E,N in degrees (--bbox W,S,E,N)")  # fmt: skip
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"bbox {values} has a non-finite value: give four finite numbers "
+                         "W,S,E,N in degrees")  # fmt: skip
+    west, south, east, north = values
+    in_range = min(west, east) >= -180 and max(west, east) <= 180 and -90 <= south < north <= 90
+    if in_range and west > east:
+        raise ValueError(
+            f"bbox {values} is not (west, south, east, north) with west < east: if the area "
+            f"crosses the antimeridian, split it at 180 degrees into two AOIs (--bbox "
+            f"{west:g},{south:g},180,{north:g} and --bbox -180,{south:g},{east:g},{north:g}, or "
+            "one --aoi MultiPolygon with a part on each side); else swap west and east"
+        )
+    if not (in_range and west < east):
+        raise ValueError(
+            f"bbox {values} is not (west, south, east, north) in degrees with west < east "
+            "and south < north: give longitudes in -180..180 and latitudes in -90..90"
+        )
+    return box(west, south, east, north)
+
+
+def _check_aoi(geometry: BaseGeometry) -> None:
+    """Finite lon/lat coordinates, an area, no crossing of the antimeridian, valid."""
+    kind = mapping(geometry)["type"] if not geometry.is_empty else "geometry"
+    coordinates = shapely.get_coordinates(geometry)
+    if not np.isfinite(coordinates).all():
+        raise ValueError(f"the AOI {kind} has non-finite coordinates (NaN or infinity): fix "
+                         "the file")  # fmt: skip
+    if geometry.is_empty:
+        raise ValueError("the AOI is empty or invalid: it has no coordinates; give a Polygon or "
+                         "MultiPolygon in lon/lat, or --bbox W,S,E,N")  # fmt: skip
     west, south, east, north = geometry.bounds
     if west < -180 or east > 180 or south < -90 or north > 90:
         raise ValueError(
             f"the AOI's bounds {geometry.bounds} are not longitudes/latitudes in degrees: "
-            "GeoJSON AOIs are in WGS 84 (EPSG:4326); reproject the file"
+            "GeoJSON AOIs are in WGS 84 (EPSG:4326); reproject the file (longitudes just "
+            "beyond +-180: the AOI crosses the antimeridian; split it there into two parts)"
         )
-    return geometry
+    _check_antimeridian(geometry)
+    if not geometry.is_valid:
+        # Not repaired here: make_valid turns a bow tie into two triangles and buffer(0) drops
+        # one of them; either is a different area than the one the user drew.
+        raise ValueError(
+            f"the AOI is empty or invalid: its {kind} is not a valid polygon "
+            f"({shapely.is_valid_reason(geometry)}; e.g. a bow tie whose edges cross): fix the "
+            "polygon (shapely.make_valid(geometry) shows a valid reading of it; check that it "
+            "is the area meant) and give it again"
+        )
+    if geometry.area == 0:
+        raise ValueError(f"the AOI is empty or invalid: a {kind} has no area; give a Polygon "
+                         "or MultiPolygon in lon/lat, or --bbox W,S,E,N")  # fmt: skip
+
+
+def _check_antimeridian(geometry: BaseGeometry) -> None:
+    """Refuse a polygon with an edge longer than 180 degrees of longitude (not counting an
+    edge along a parallel from -180 to 180, the side of a band around the globe).
+
+    In GeoJSON an edge is straight in lon/lat, so an edge from 179 to -179 runs the long way
+    round, across the whole map: such an AOI was almost always meant to cross the
+    antimeridian. It is refused with the fix (split at 180 degrees into one part on each
+    side, RFC 7946 3.1.9) rather than split here: a polygon whose vertices jump by more than
+    180 degrees may also be a mistake, and only its author knows which area was meant. A
+    split AOI is supported as it is: its parts fall in UTM zones 60 and 1 (one store each).
+    """
+    for ring in shapely.get_rings(shapely.get_parts(geometry)):
+        longitudes = shapely.get_coordinates(ring)[:, 0]
+        on_antimeridian = np.abs(longitudes) == 180
+        jumps = np.flatnonzero(
+            (np.abs(np.diff(longitudes)) > 180) & ~(on_antimeridian[:-1] & on_antimeridian[1:])
+        )
+        if jumps.size:
+            a, b = longitudes[jumps[0]], longitudes[jumps[0] + 1]
+            raise ValueError(
+                f"the AOI crosses the antimeridian (an edge goes from {a:g} to {b:g} degrees of "
+                "longitude, the long way round the globe as GeoJSON reads it): split it at 180 "
+                "degrees into a MultiPolygon with one part on each side (RFC 7946, 3.1.9), or "
+                "into two AOIs"
+            )
 
 
 def _geojson_geometry(document: dict) -> BaseGeometry:
     """The shapely geometry of a GeoJSON object (a clear error for anything else)."""
     kind = document.get("type")
+    if kind == "FeatureCollection":
+        parts = [_geojson_geometry(f) for f in document.get("features") or []]
+        if not parts:
+            raise _not_geojson("the FeatureCollection has no features")
+        for part in parts:  # before the union: an invalid part would make it fail or lie
+            _check_aoi(part)
+        return shapely.union_all(parts)
+    if kind == "Feature" and not document.get("geometry"):
+        raise _not_geojson("the Feature has no geometry")
     try:
-        if kind == "FeatureCollection":
-            parts = [_geojson_geometry(f) for f in document.get("features") or []]
-            if not parts:
-                raise ValueError("the FeatureCollection has no features")
-            return shapely.union_all(parts)
-        if kind == "Feature":
-            if not document.get("geometry"):
-                raise ValueError("the Feature has no geometry")
-            return shape(document["geometry"])
-        return shape(document)
+        with warnings.catch_warnings():
+            # NaN coordinates warn here; _check_aoi refuses them with the fix.
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return shape(document["geometry"] if kind == "Feature" else document)
     except (KeyError, TypeError, AttributeError, ValueError, shapely.errors.ShapelyError) as error:
-        raise ValueError(
-            f"the AOI is not a usable GeoJSON geometry, Feature or FeatureCollection in lon/lat "
-            f"({type(error).__name__}: {error}): fix the file or give --bbox W,S,E,N"
-        ) from None
+        raise _not_geojson(f"{type(error).__name__}: {error}") from None
+
+
+def _not_geojson(reason: str) -> ValueError:
+    return ValueError(
+        f"the AOI is not a usable GeoJSON geometry, Feature or FeatureCollection in lon/lat "
+        f"({reason}): fix the file or give --bbox W,S,E,N"
+    )
 
 
 def utm_zones(aoi: BaseGeometry) -> list[tuple[int, BaseGeometry]]:
@@ -222,6 +299,10 @@ def tiles_for_aoi(
     aoi: dict | Iterable[float] | BaseGeometry, spec: GridSpec | None = None
 ) -> list[GridTile]:
     """Every grid tile that intersects the AOI, zone by zone, sorted by (EPSG, row, column)."""
+    # Here, not at the top: pipelines.georef imports xarray (0.3 s), which the AOI checks
+    # that `tamrf run` makes first (aoi_geometry, in well under 2 s) do not need.
+    from pipelines.georef import reproject_geometry
+
     spec = spec or GridSpec()
     geometry = aoi_geometry(aoi)
     tiles = []

@@ -8,7 +8,8 @@ filled tile by tile, by any number of processes, across interrupted runs:
    a no-op on a store created with the same parameters, so a resumed run calls it again.
 2. :func:`write_tile` writes one tile's whole chunks by ``region=`` and then its completion
    record. :func:`missing_tiles` says what is left after a crash.
-3. :func:`open_level3` reads it back decoded (float32, NaN where nothing was written);
+3. :func:`open_level3` reads it back decoded (float32, NaN where nothing was written), by
+   default its complete tiles only (a store being written reads as the tiles done so far);
    :func:`completion_records` returns the records, :mod:`pipelines.level3_info` describes a
    store (``tamrf info STORE``).
 
@@ -144,6 +145,7 @@ from zarr.errors import ZarrUserWarning
 from pipelines.band_encoding import INT16_FILL, band_attrs, int16_encoding
 from pipelines.georef import grid_coords, with_grid_mapping
 from pipelines.grid import GridSpec, GridTile
+from pipelines.output_errors import writing
 from pipelines.storage import Location
 from tamrf_xr.bands import BANDS
 from tamrf_xr.grid import RasterGrid
@@ -692,10 +694,24 @@ def _is_consolidated(path: Location, zarr_format: _ZarrFormat) -> bool:
     return root.get("consolidated_metadata") is not None
 
 
-def open_level3(path: str | Path | Location) -> xr.Dataset:
+def open_level3(path: str | Path | Location, complete_only: bool = True) -> xr.Dataset:
     """Open a store (a directory or URL) lazily, decoded: every band and quality layer
     float32, NaN where no value was written (dims (time, y, x) or (y, x), dask chunks =
-    store chunks)."""
+    store chunks).
+
+    Args:
+        path: the store.
+        complete_only: read only the tiles that have a completion record: every other tile
+            reads as NaN, as if nothing were written there (the default: the way to read a
+            store that a run may still be writing). A tile writes its chunks, then its
+            record, so without it a reader of a store being written sees tiles in the middle
+            of their write (some chunks new, others old or not there yet), and tiles whose
+            write failed half-way. The records are listed once, here: one listing of
+            ``completed/``, no record read (a local store of 400 tiles: 10 ms, beside 45 ms
+            for the rest of the open; reading the 400 records would take 50 ms); a tile
+            completed after this call reads as NaN until the store is opened again. False:
+            every chunk present, one listing less, for a store known to be finished.
+    """
     location = Location.of(path)
     definition = read_definition(location)  # a clear error for anything that is not a store
     zarr_format = definition.config.zarr_format
@@ -711,12 +727,45 @@ def open_level3(path: str | Path | Location) -> xr.Dataset:
     # CF decoding of int16 with a float scale gives float64; the model's values are float32.
     for name in (*_BAND_NAMES, *QUALITY_VARIABLES):
         ds[name] = ds[name].astype(np.float32)
+    if complete_only:
+        ds = ds.where(_complete_tile_mask(definition, _recorded_tile_ids(location, zarr_format)))
     return ds
+
+
+def _complete_tile_mask(definition: Level3Definition, complete: set[str]) -> xr.DataArray:
+    """(y, x) bool over the store's grid, True on the tiles in ``complete``: lazy, one
+    chunk per tile (the store's spatial chunks), each a broadcast view of one value."""
+    px = definition.spec.tile_px
+    _, height, width = definition.shape
+    tiles = np.zeros((height // px, width // px), dtype=bool)
+    for tile in definition.grid_tiles:
+        if tile.tile_id in complete:
+            region = definition.region(tile)
+            tiles[region["y"].start // px, region["x"].start // px] = True
+    mask = da.from_array(tiles, chunks=1).map_blocks(
+        lambda block: np.broadcast_to(block, (px, px)), chunks=(px, px), dtype=bool
+    )
+    return xr.DataArray(mask, dims=("y", "x"))  # no coordinates: nothing to align
 
 
 def completed_tiles(path: str | Path | Location) -> set[str]:
     """Ids of the tiles whose completion record exists (data fully written before it)."""
-    return set(completion_records(path))
+    location = Location.of(path)
+    return _recorded_tile_ids(location, read_definition(location).config.zarr_format)
+
+
+def _record_files(location: Location, zarr_format: _ZarrFormat) -> list[str]:
+    """The commit files of the store's completion records, sorted (one listing, fresh: a
+    reader that lists again sees the records written since)."""
+    completed = location / _COMPLETED
+    completed.fs.invalidate_cache(completed.path)  # object stores cache listings
+    # The attributes file is the commit: a v2 record with .zgroup only is not done.
+    return sorted(completed.fs.glob(f"{completed.path}/*/{_ATTRIBUTES_FILE[zarr_format]}"))
+
+
+def _recorded_tile_ids(location: Location, zarr_format: _ZarrFormat) -> set[str]:
+    """Ids of the tiles whose record exists: the names of the record groups."""
+    return {file.rstrip("/").split("/")[-2] for file in _record_files(location, zarr_format)}
 
 
 def completion_records(path: str | Path | Location) -> dict[str, dict[str, Any]]:
@@ -729,11 +778,9 @@ def completion_records(path: str | Path | Location) -> dict[str, dict[str, Any]]
     """
     location = Location.of(path)
     zarr_format = read_definition(location).config.zarr_format
-    completed = location / _COMPLETED
-    # The attributes file is the commit: a v2 record with .zgroup only is not done.
-    files = completed.fs.glob(f"{completed.path}/*/{_ATTRIBUTES_FILE[zarr_format]}")
+    files = _record_files(location, zarr_format)
     # One batch of reads (concurrent on object stores), not a request per record in turn.
-    documents = completed.fs.cat(sorted(files)) if files else {}
+    documents = location.fs.cat(files) if files else {}
     records = {}
     for content in documents.values():
         document = json.loads(content)
@@ -791,6 +838,8 @@ def write_tile(
             (for dask input the range is checked while writing: no record follows a failure).
             Also a ``provenance`` that is not JSON-serialisable (a function's result: after
             the data were written).
+        pipelines.output_errors.OutputWriteError: the store's file system is full, read-only
+            or over quota (the stage and the path named); the tile has no record then.
     """
     path = Location.of(path)
     definition = read_definition(path)
@@ -801,19 +850,23 @@ def write_tile(
         None if callable(provenance) else _json_value(dict(provenance or {}), "provenance")
     )
     zarr_format = definition.config.zarr_format
-    _withdraw_tile(path, definition, tile)
-    data.to_zarr(
-        path.zarr_store(),
-        region=definition.region(tile),
-        mode="r+",
-        zarr_format=zarr_format,
-        consolidated=False,
-        write_empty_chunks=False,
-    )
-    _fsync_tile_chunks(path, definition, tile)
+    # A full or read-only file system stops the run with the stage and the path named
+    # (pipelines.output_errors); the record is never written without the data.
+    with writing(f"writing tile {tile.tile_id} chunks", path):
+        _withdraw_tile(path, definition, tile)
+        data.to_zarr(
+            path.zarr_store(),
+            region=definition.region(tile),
+            mode="r+",
+            zarr_format=zarr_format,
+            consolidated=False,
+            write_empty_chunks=False,
+        )
+        _fsync_tile_chunks(path, definition, tile)
     if record_provenance is None:  # a function: it may report what computing them found
         record_provenance = _json_value(dict(provenance() or {}), "provenance()")
-    return _write_record(path, tile, record_provenance, zarr_format).native()
+    with writing(f"writing the completion record of tile {tile.tile_id}", path):
+        return _write_record(path, tile, record_provenance, zarr_format).native()
 
 
 def _check_tile(definition: Level3Definition, tile: GridTile) -> None:

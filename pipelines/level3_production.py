@@ -36,7 +36,17 @@ from pipelines.storage import Location
 from tamrf_xr.inference import InferenceConfig, ModelSource, model_margin_px, predict
 from tamrf_xr.inference.quality import NO_CLEAR_OBSERVATION
 
-__all__ = ["TileJob", "produce_tile"]
+__all__ = ["INPUT_OUTCOMES", "TileJob", "input_outcome", "produce_tile"]
+
+INPUT_OUTCOMES = {
+    "both_sensors": "predicted from Sentinel-2 and Landsat dates",
+    "one_sensor": "predicted from one sensor only (the other had no item or no clear date)",
+    "all_cloudy": "items reach the tile but every date is below the clear-share threshold "
+    "(min_valid_fraction): written as missing",
+    "no_input": "no item reaches the tile: written as missing",
+}
+"""How a tile's inputs turned out (``outcome`` in its completion record and summary, counted
+in the run summary): none is an error, a tile with no usable date is written as missing."""
 
 
 @dataclass(frozen=True)
@@ -128,6 +138,7 @@ def produce_tile(
     s2 = assemble_s2(s2_items, grid, job.profile, job.cube, log)
     landsat = assemble_landsat(landsat_items, grid, job.profile, job.cube, log)
     summaries = [cube_summary(s2), cube_summary(landsat)]
+    outcome = input_outcome(summaries)
     inputs = {cube.attrs["sensor"]: _used_items(cube) for cube in (s2, landsat)}
     # One pixel's clear inputs for the run's quicklook (pipelines.quicklooks): the store keeps
     # no inputs, and here they are at hand.
@@ -150,12 +161,23 @@ def produce_tile(
         # Called once the data are written: assets found broken while the bands were read
         # are in the log by then (the date filter alone reads the quality layers only).
         broken.extend(a for cube in (s2, landsat) for a in broken_assets(cube))
-        return {"status": status, "inputs": inputs, "cubes": summaries, "broken_assets": broken,
-                "cache_key": cache_key, "pixel": pixel}  # fmt: skip
+        return {"status": status, "outcome": outcome, "inputs": inputs, "cubes": summaries,
+                "broken_assets": broken, "cache_key": cache_key, "pixel": pixel}  # fmt: skip
 
     write_tile(job.store, tile, tile_data, provenance=record)
-    return {"tile": tile.tile_id, "status": status, "cubes": summaries,
+    return {"tile": tile.tile_id, "status": status, "outcome": outcome, "cubes": summaries,
             "broken_assets": broken, "pixel": pixel}  # fmt: skip
+
+
+def input_outcome(cubes: Sequence[Mapping[str, Any]]) -> str:
+    """The :data:`INPUT_OUTCOMES` key of a tile from its cubes' summaries
+    (:func:`pipelines.datacube.cube_summary`: the dates kept, the items read)."""
+    with_dates = [cube for cube in cubes if cube["dates"]]
+    if len(with_dates) == len(cubes):
+        return "both_sensors"
+    if with_dates:
+        return "one_sensor"
+    return "all_cloudy" if any(cube["items"] for cube in cubes) else "no_input"
 
 
 def _computed_with_progress(

@@ -4,9 +4,11 @@
 :func:`run_region` takes a :class:`ProductionRequest` (catalog, AOI, period, output dates,
 model, output directory) and a cluster, and:
 
-1. checks every parameter before anything is written (:func:`check_request`): the AOI, the
-   dates, the catalog profile, the checkpoint, the output directory; then searches the catalog
-   once for the whole AOI (an unreachable catalog fails here, still with nothing written);
+1. checks every parameter before anything is written (:func:`check_request`, with the checks
+   of :mod:`pipelines.run_inputs`): the AOI, the period and dates, the catalog profile, the
+   checkpoint, the output directory, the scheduler, and with one small request that the
+   catalog answers and has items for the area and period; then searches the catalog once for
+   the whole AOI (a failing search fails here, still with nothing written);
 2. takes the output directory's lock (:class:`pipelines.run_lock.RunLock`: one run per
    output; a crashed run does not keep it);
 3. plans the tiles (:mod:`pipelines.tile_plan`): the items whose footprints reach each
@@ -51,12 +53,23 @@ from pipelines.level3 import (
     consolidate,
     create_store,
 )
-from pipelines.level3_production import TileJob, produce_tile
+from pipelines.level3_production import INPUT_OUTCOMES, TileJob, produce_tile
 from pipelines.level3_stac import write_level3_collection
+from pipelines.output_errors import writing
 from pipelines.redaction import redact_url
+from pipelines.run_inputs import (
+    check_dates_in_period,
+    check_model,
+    check_period,
+    check_scheduler,
+    check_writable,
+    parse_dates,
+    period_notes,
+)
 from pipelines.run_lock import run_lock
-from pipelines.search import SearchRequest, check_reachable, search_items
-from pipelines.storage import Location, StorageError
+from pipelines.run_span import run_span
+from pipelines.search import SearchRequest, check_has_items, search_items
+from pipelines.storage import Location
 from pipelines.tile_plan import RegionPlan, TilePlan, plan_tiles, search_area
 from pipelines.tiles_in_flight import RunReporter, TileOutcome, run_tiles
 from tamrf_xr.inference import (
@@ -84,8 +97,6 @@ __all__ = [
 ]
 
 UNTRAINED_MODEL_DIR = "models/untrained-s1t3"
-_CKPT_MAGIC = (b"PK\x03\x04", b"\x80")
-"""A PyTorch checkpoint is a zip archive (torch >= 1.6) or a pickle (older)."""
 
 
 class TilesFailedError(RuntimeError):
@@ -160,12 +171,8 @@ class ProductionRequest:
     def __post_init__(self) -> None:
         object.__setattr__(self, "out_dir", Location.of(self.out_dir).native())
         profile(self.catalog)  # unknown profile: ValueError listing the known ones
-        aoi_geometry(dict(self.aoi))  # empty, invalid or not lon/lat: ValueError
-        if self.end < self.start:
-            raise ValueError(
-                f"the period ends ({self.end}) before it starts ({self.start}): "
-                "give --start <= --end"
-            )
+        aoi_geometry(dict(self.aoi))  # empty, invalid, not lon/lat, across 180: ValueError
+        check_period(self.start, self.end)  # reversed, before the sensors, in the future
         self.output_dates()  # dates outside the period: ValueError
         if self.s2_collection is not None and self.s2_collection not in self.profile.s2_collections:
             raise ValueError(
@@ -210,12 +217,7 @@ class ProductionRequest:
         values = [str(d) for d in target_dates(
             self.dates if isinstance(self.dates, str) else list(self.dates), self.start, self.end
         )]  # fmt: skip
-        outside = [d for d in values if not self.start.isoformat() <= d <= self.end.isoformat()]
-        if outside:
-            raise ValueError(
-                f"output date(s) {outside} are outside the period {self.start}..{self.end}: "
-                "predict dates inside the input period, or widen --start/--end"
-            )
+        check_dates_in_period(values, self.start, self.end)
         return values
 
     def inference(self) -> InferenceConfig:
@@ -247,85 +249,36 @@ class ProductionRequest:
         }
 
 
-def parse_dates(text: str) -> str | tuple[str, ...]:
-    """A cadence (``SMS``, ``10D``...) or comma-separated ISO dates, as typed by a user."""
-    text = text.strip()
-    if text[:4].isdigit():
-        values = tuple(v.strip() for v in text.split(",") if v.strip())
-        for value in values:
-            try:
-                dt.date.fromisoformat(value)
-            except ValueError:
-                raise ValueError(f"output date {value!r} is not YYYY-MM-DD") from None
-        return values
-    return text
-
-
 # ---------------------------------------------------------------------------------------------
 # Checks that touch files and the network (before anything is written)
 # ---------------------------------------------------------------------------------------------
 
 
-def _check_checkpoint(checkpoint: str) -> None:
-    path = Path(checkpoint)
-    if not path.exists():
-        raise ValueError(f"checkpoint {path} does not exist: give a tamrf-xr checkpoint "
-                         "directory or the authors' .ckpt file")  # fmt: skip
-    try:
-        if path.is_dir():
-            config = json.loads((path / "config.json").read_text())
-            if not (path / "model.safetensors").is_file() or "weights_sha256" not in config:
-                raise ValueError("no model.safetensors or no weights_sha256 in config.json")
-        else:
-            with open(path, "rb") as stream:
-                if not stream.read(4).startswith(_CKPT_MAGIC):
-                    raise ValueError("not a PyTorch checkpoint (neither a zip nor a pickle)")
-    except (OSError, ValueError) as error:
-        raise ValueError(
-            f"checkpoint {path} is not readable as a model ({error}): give a directory "
-            "written by tamrf import-checkpoint (model.safetensors + config.json) or a .ckpt"
-        ) from None
-
-
-def _check_writable(output: Location) -> None:
-    if not output.is_local:
-        if output.is_file():
-            raise ValueError(f"output location {output} is an object, not a prefix: give a "
-                             "prefix under which the run may write (--out-dir)")  # fmt: skip
-        try:
-            output.check_writable()
-        except StorageError as error:
-            raise ValueError(str(error)) from None
-        return
-    out_dir = output.local_path
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"output location {out_dir} is a file: give a directory (--out-dir)")
-    existing = out_dir
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(
-            f"output location {out_dir} is not writable ({existing} does not let this user "
-            "write): choose another --out-dir or fix its permissions"
-        )
-
-
 def check_request(
-    request: ProductionRequest, *, writing: bool = True, catalog: bool = True
+    request: ProductionRequest,
+    *,
+    writing: bool = True,
+    catalog: bool = True,
+    scheduler: str | None = None,
 ) -> None:
-    """Checks of the checkpoint, (``writing``) the output directory and the catalog's
-    landing page; writes nothing.
+    """Checks of the checkpoint (read without executing anything), (``writing``) the output
+    location, the Dask ``scheduler`` the run will use (None: a cluster it starts), and
+    (``catalog``) that the catalog answers and holds items for the area and the period (one
+    small request); writes nothing.
 
     Raises:
-        ValueError: an unreadable checkpoint or an output location that is not writable.
-        pipelines.search.CatalogSearchError: the catalog URL does not answer.
+        ValueError: a checkpoint that is missing, truncated, of another architecture or
+            carries code; an output location that is not writable; a scheduler that does not
+            answer.
+        pipelines.search.CatalogSearchError: the catalog does not answer or has nothing for
+            the area and the period.
     """
-    if request.checkpoint is not None and request.checkpoint != UNTRAINED:
-        _check_checkpoint(request.checkpoint)
+    check_model(request.checkpoint)
     if writing:
-        _check_writable(request.output)
+        check_writable(request.output)
+    check_scheduler(scheduler)
     if catalog:
-        check_reachable(request.url)
+        check_has_items(request.url, _search_request(request), modifier=request.profile.modifier())
 
 
 def search_region(request: ProductionRequest) -> dict[str, list[dict[str, Any]]]:
@@ -333,19 +286,22 @@ def search_region(request: ProductionRequest) -> dict[str, list[dict[str, Any]]]
     collection (S2 then Landsat; either may be empty, not both). The area searched is the
     tiles grown by the inference margin, not only the AOI: tiles cover the AOI in whole
     tiles, and an item that reaches only their margins still feeds their edge pixels."""
-    s2, landsat = request.collections
+    found = search_items(request.url, _search_request(request),
+                         modifier=request.profile.modifier(),
+                         require_each_collection=False)  # fmt: skip
+    return {c: [i.to_dict() for i in found.get(c, [])] for c in request.collections}
+
+
+def _search_request(request: ProductionRequest) -> SearchRequest:
+    """The search of the request's tiles grown by the inference margin, over its period."""
     area = search_area(region_tiles(request), cube_margin_px(request.inference().margin_px))
-    search = SearchRequest(
-        collections=(s2, landsat),
+    return SearchRequest(
+        collections=request.collections,
         geometry=mapping(area),
         start=request.start,
         end=request.end,
         max_cloud_cover=request.max_cloud_cover,
     )
-    found = search_items(
-        request.url, search, modifier=request.profile.modifier(), require_each_collection=False
-    )
-    return {c: [i.to_dict() for i in found.get(c, [])] for c in (s2, landsat)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -610,8 +566,10 @@ def _summary(
             "failed": [
                 {"tile": o.tile_id, "attempts": o.attempts, "error": o.error} for o in failed
             ],
+            "outcomes": _tiles_by_outcome(done),
             "untrained_model": untrained,
         },
+        "notes": period_notes(request.start, request.end),
         "tiles": [
             {
                 **o.summary,
@@ -624,6 +582,17 @@ def _summary(
         ],
         "broken_assets": [json.loads(a) for a in broken],
     }
+
+
+def _tiles_by_outcome(done: Sequence[TileOutcome]) -> dict[str, list[str]]:
+    """The tiles produced now by input outcome (:data:`INPUT_OUTCOMES`: one sensor only, all
+    cloudy, no input are recorded outcomes, not errors)."""
+    by_outcome: dict[str, list[str]] = {key: [] for key in INPUT_OUTCOMES}
+    for outcome in done:
+        by_outcome.setdefault(outcome.summary.get("outcome", "both_sensors"), []).append(
+            outcome.tile_id
+        )
+    return by_outcome
 
 
 def run_region(
@@ -657,10 +626,13 @@ def run_region(
         pipelines.search.CatalogSearchError: the catalog cannot be searched or has nothing
             (nothing written).
         pipelines.run_lock.RunLockedError: another run holds the output directory.
+        pipelines.output_errors.OutputWriteError: the output's file system is full or
+            read-only (the stage and the path named): the run stops at once; the tiles that
+            have their completion record are complete, a re-run computes the others.
     """
     cluster = cluster or ClusterConfig(dashboard_address=None)
     produce = produce or produce_tile
-    check_request(request, catalog=items is None)
+    check_request(request, catalog=items is None, scheduler=cluster.address)
     out = request.output
     lock = run_lock(out)
     if not lock_held:
@@ -677,7 +649,9 @@ def run_region(
         plan = RegionPlan(tuple(plans), tuple(request.output_dates()), request.flop_rate,
                           "configured" if request.flop_rate else "not measured", cluster.kind,
                           {c: len(v) for c, v in items.items()})  # fmt: skip
-        stores = _create_stores(request, plan, _store_attrs(request, checkpoint, untrained, cube))
+        with writing("creating the Level-3 stores", out / "level3"):
+            stores = _create_stores(request, plan,
+                                    _store_attrs(request, checkpoint, untrained, cube))  # fmt: skip
         pending = plan.pending()
         if reporter is not None:
             reporter.planned(plan)
@@ -698,15 +672,22 @@ def run_region(
                                   landsat_collection: list(tile_plan.landsat_items)}  # fmt: skip
                     job = jobs[tile_plan.tile.epsg]
                     key = keys[tile_plan.tile_id]
-                    return produce(tile_items, tile_plan.tile, job, cache_key=key,
-                                   progress=progress)  # fmt: skip
+                    with span.tile():
+                        return produce(tile_items, tile_plan.tile, job, cache_key=key,
+                                       progress=progress)  # fmt: skip
 
-                outcomes = run_tiles(pending, work, key=lambda p: p.tile_id,
-                                     in_flight=request.tiles_in_flight,
-                                     retries=request.tile_retries, reporter=reporter)  # fmt: skip
+                # One Dask span for every tile: the scheduler and the workers keep nothing per
+                # tile (pipelines.run_span).
+                with run_span(running.client) as span:
+                    outcomes = run_tiles(pending, work, key=lambda p: p.tile_id,
+                                         in_flight=request.tiles_in_flight,
+                                         retries=request.tile_retries,
+                                         reporter=reporter)  # fmt: skip
         for store in stores.values():
-            consolidate(store)
-        stac = write_level3_collection(list(stores.values()), out / "level3" / "stac")
+            with writing("consolidating the metadata of the Level-3 store", store):
+                consolidate(store)
+        with writing("writing the STAC collection", out / "level3" / "stac"):
+            stac = write_level3_collection(list(stores.values()), out / "level3" / "stac")
         summary = _summary(run_id, request, items, plan, outcomes, stores, stac, untrained,
                            started)  # fmt: skip
         summary |= dict(summary_extra or {})
@@ -716,5 +697,6 @@ def run_region(
 
         summary["level3"]["quicklooks"] = write_quicklooks(summary, request.out_dir)
         # --- end of quicklooks ---
-        write_json_atomically(out / "run-summary.json", summary)
+        with writing("writing the run summary", out / "run-summary.json"):
+            write_json_atomically(out / "run-summary.json", summary)
     return summary

@@ -29,6 +29,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from pipelines.output_errors import writing
 from pipelines.storage import Location
 
 __all__ = ["LOCK_NAME", "ObjectStoreRunLock", "RunLock", "RunLockedError", "run_lock"]
@@ -94,19 +95,21 @@ class RunLock:
             if error.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
                 raise
             raise self._locked_error() from None
-        stream.seek(0)
-        stream.truncate()
-        stream.write(
-            json.dumps(
-                {
-                    "pid": os.getpid(),
-                    "host": socket.gethostname(),
-                    "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                    "command": " ".join(sys.argv),
-                }
-            )
-        )
-        stream.flush()
+        holder = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "command": " ".join(sys.argv),
+        }
+        try:
+            with writing("taking the run lock", self.path):  # a full disk: one clear error
+                stream.seek(0)
+                stream.truncate()
+                stream.write(json.dumps(holder))
+                stream.flush()
+        except BaseException:
+            stream.close()  # drops the kernel lock too
+            raise
         self._stream = stream
 
     def release(self) -> None:

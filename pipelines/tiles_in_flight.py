@@ -7,15 +7,20 @@ graphs and results are what takes memory), so memory stays flat however many til
 
 A tile that fails with a transient error (I/O, network, a lost worker) is retried with
 exponential backoff; after the last retry, or at once for any other error, it is reported as
-failed and the run goes on with the others. Reporter calls are made in the calling thread
-only (Prefect's run context and artifact client live there), from a queue the tile threads
-fill.
+failed and the run goes on with the others. An error that every other tile would hit too (the
+output's file system full or read-only: :data:`FATAL_ERRORS`) stops the run at once, as an
+interrupt (Ctrl-C, SIGTERM) does: no tile starts or retries any more, and the run does not wait
+for the tiles in flight (closing the cluster ends them; a tile gets its completion record only
+after its data, so one cut short counts as missing). Reporter calls are made in the calling
+thread only (Prefect's run context and artifact client live there), from a queue the tile
+threads fill.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
+import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -26,7 +31,9 @@ from typing import Any, Generic, Protocol, TypeVar
 from distributed.client import FutureCancelledError
 from distributed.scheduler import KilledWorker
 
-__all__ = ["TRANSIENT_ERRORS", "RunReporter", "TileOutcome", "run_tiles"]
+from pipelines.output_errors import OutputWriteError
+
+__all__ = ["FATAL_ERRORS", "TRANSIENT_ERRORS", "RunReporter", "TileOutcome", "run_tiles"]
 
 LOG = logging.getLogger(__name__)
 Work = TypeVar("Work")
@@ -36,6 +43,9 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     TimeoutError,
     KilledWorker,  # a worker died (out of memory, preempted): another one may finish it
     FutureCancelledError,
+)
+FATAL_ERRORS: tuple[type[BaseException], ...] = (
+    OutputWriteError,  # a full or read-only output: every other tile would fail the same way
 )
 
 
@@ -82,6 +92,8 @@ class _Attempts(Generic[Work]):
         self.events = events
         self.retries = retries
         self.backoff_s = backoff_s
+        self.stopping = threading.Event()
+        """Set when the run stops: no attempt starts any more (the cluster is going away)."""
 
     def __call__(
         self, tile_id: str, work: Work, produce: Callable[[Work, Callable[[int, int], None]], dict]
@@ -90,15 +102,21 @@ class _Attempts(Generic[Work]):
         attempt = 0
         while True:
             attempt += 1
+            if self.stopping.is_set():
+                return TileOutcome(tile_id, "failed", attempt - 1, time.perf_counter() - start,
+                                   started, time.time(), error="the run stopped")  # fmt: skip
             self.events.put(("started", tile_id, attempt))
             try:
                 summary = produce(
                     work, lambda done, total: self.events.put(("blocks", tile_id, done, total))
                 )
+            except FATAL_ERRORS:
+                raise  # the run stops: run_tiles re-raises it
             except Exception as error:
                 transient = isinstance(error, TRANSIENT_ERRORS)
                 if transient and attempt <= self.retries:
-                    time.sleep(self.backoff_s * 2 ** (attempt - 1))
+                    # Woken early when the run stops (then no further attempt starts).
+                    self.stopping.wait(self.backoff_s * 2 ** (attempt - 1))
                     continue
                 return TileOutcome(
                     tile_id, "failed", attempt, time.perf_counter() - start, started, time.time(),
@@ -133,6 +151,11 @@ def run_tiles(
 
     Returns:
         One outcome per entry, in the order of ``work``.
+
+    Raises:
+        An error of :data:`FATAL_ERRORS` from a tile, or an interrupt (KeyboardInterrupt,
+        SIGTERM turned into one by :mod:`flows.process_cleanup`): at once, without waiting
+        for the tiles in flight.
     """
     if in_flight < 1:
         raise ValueError(f"in_flight={in_flight}: at least one tile must run")
@@ -153,26 +176,29 @@ def run_tiles(
     def deliver(event: tuple) -> None:
         report("tile_started" if event[0] == "started" else "tile_blocks", *event[1:])
 
-    with ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="tamrf-tile") as pool:
-        # The pool starts a tile only when a thread is free: at most in_flight are alive.
-        futures: dict[Future, str] = {
-            pool.submit(attempts, key(entry), entry, produce): key(entry) for entry in work
-        }
-        pending = set(futures)
-        try:
-            while pending:
-                finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-                while not events.empty():
-                    deliver(events.get_nowait())
-                for future in finished:
-                    outcome = future.result()  # _Attempts never raises an Exception
-                    outcomes[outcome.tile_id] = outcome
-                    report("tile_finished", outcome)
-        except BaseException:
-            # Ctrl-C or a fatal error: start no more tiles (those running finish their
-            # attempt, as threads cannot be killed; their records stay consistent).
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-        while not events.empty():
-            deliver(events.get_nowait())
+    # The pool starts a tile only when a thread is free: at most in_flight are alive.
+    pool = ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="tamrf-tile")
+    futures: dict[Future, str] = {
+        pool.submit(attempts, key(entry), entry, produce): key(entry) for entry in work
+    }
+    pending = set(futures)
+    try:
+        while pending:
+            finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            while not events.empty():
+                deliver(events.get_nowait())
+            for future in finished:
+                outcome = future.result()  # raises only a FATAL_ERRORS error
+                outcomes[outcome.tile_id] = outcome
+                report("tile_finished", outcome)
+    except BaseException:
+        # Ctrl-C, SIGTERM or a fatal error: start no more tiles or attempts, and do not wait
+        # for those in flight (threads cannot be killed; the caller closes the cluster,
+        # which ends their work; a tile's record follows its data, so none is half complete).
+        attempts.stopping.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    while not events.empty():
+        deliver(events.get_nowait())
     return [outcomes[key(entry)] for entry in work]

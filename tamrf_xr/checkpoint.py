@@ -12,7 +12,6 @@ and returns the model in eval mode with its statistics attached.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -24,6 +23,14 @@ from safetensors.torch import load_file, save_file
 
 import tamrf_xr
 from tamrf_xr.bands import BANDS, LANDSAT_BANDS, S2_BANDS
+from tamrf_xr.checkpoint_files import (
+    CHECKPOINT_FORMAT,
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    CheckpointError,
+    read_metadata,
+    sha256_file,
+)
 from tamrf_xr.model import TAMRF, ModelConfig
 from tamrf_xr.normalisation import Normalisation
 
@@ -37,14 +44,6 @@ __all__ = [
     "save_checkpoint",
     "sha256_file",
 ]
-
-CHECKPOINT_FORMAT = "tamrf-xr-checkpoint/1"
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, corrupt, truncated or does not fit the model."""
 
 
 @dataclass
@@ -62,14 +61,6 @@ class LoadedModel:
     def checksum(self) -> str:
         """SHA-256 of the weights file (identifies the model in output provenance)."""
         return self.metadata.get("weights_sha256", "")
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def save_checkpoint(
@@ -118,30 +109,12 @@ def save_checkpoint(
     return destination
 
 
-def _read_metadata(directory: Path) -> dict[str, Any]:
-    config_path = directory / CONFIG_FILE
-    try:
-        metadata = json.loads(config_path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(
-            f"{directory} is not a tamrf-xr checkpoint (no {CONFIG_FILE}); import the authors' "
-            "file with `tamrf import-checkpoint SRC.ckpt DEST`"
-        ) from None
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"{config_path} is not valid JSON ({error}): it is corrupt") from None
-    if metadata.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(
-            f"{config_path} has format {metadata.get('format')!r}, expected {CHECKPOINT_FORMAT!r}"
-        )
-    return metadata
-
-
 def load_checkpoint(directory: str | os.PathLike[str]) -> LoadedModel:
     """Read a checkpoint directory written by :func:`save_checkpoint` (checksum verified)."""
     directory = Path(directory)
     if directory.is_file() and directory.name in (CONFIG_FILE, WEIGHTS_FILE):
         directory = directory.parent
-    metadata = _read_metadata(directory)
+    metadata = read_metadata(directory)
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():
         raise CheckpointError(f"{directory} has no {WEIGHTS_FILE}: the checkpoint is incomplete")
@@ -185,7 +158,7 @@ def checkpoint_architecture(path: str | os.PathLike[str]) -> ModelConfig:
         return checkpoint_config(path)
     if path.is_file() and path.name in (CONFIG_FILE, WEIGHTS_FILE):
         path = path.parent
-    metadata = _read_metadata(path)
+    metadata = read_metadata(path)
     try:
         return ModelConfig(**metadata["architecture"])
     except (KeyError, TypeError, ValueError) as error:

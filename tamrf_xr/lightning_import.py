@@ -15,7 +15,6 @@ from __future__ import annotations
 import collections
 import os
 import pickle
-import re
 import types
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from tamrf_xr.checkpoint import (
     save_checkpoint,
     sha256_file,
 )
+from tamrf_xr.lightning_names import STATISTICS, config_from_names, official_name
 from tamrf_xr.model import TAMRF, ModelConfig
 from tamrf_xr.normalisation import Normalisation
 
@@ -38,62 +38,6 @@ __all__ = [
     "official_names",
     "read_lightning_state_dict",
 ]
-
-_STATS = {"s2_mean": "hr_mean", "s2_std": "hr_std",
-          "landsat_mean": "lr_mean", "landsat_std": "lr_std"}  # fmt: skip
-_ENC = "the_modules.encoder"
-_DEC = "the_modules.decoder"
-_SENSOR = {"s2": "hr", "landsat": "lr"}
-
-
-def official_name(key: str, config: ModelConfig) -> str:
-    """The authors' state_dict name of one of our state_dict keys."""
-    tail_block = config.rrdb_blocks + 1
-    rules: list[tuple[str, str]] = [
-        (r"^(s2|landsat)_sensor_token$", f"{_ENC}.{{sensor}}_sensor_token"),
-        (r"^(s2|landsat)_encoder\.head\.(weight|bias)$",
-         f"{_ENC}.{{sensor}}_encoder.model.encoder.blocks.0.{{2}}"),
-        (r"^(s2|landsat)_encoder\.tail\.(weight|bias)$",
-         f"{_ENC}.{{sensor}}_encoder.model.encoder.blocks.{tail_block}.{{2}}"),
-        (r"^(s2|landsat)_encoder\.rrdbs\.(\d+)\.scale$",
-         f"{_ENC}.{{sensor}}_encoder.model.encoder.blocks.{{2+1}}.scale"),
-        (r"^(s2|landsat)_encoder\.rrdbs\.(\d+)\.module\.(\d+)\.scale$",
-         f"{_ENC}.{{sensor}}_encoder.model.encoder.blocks.{{2+1}}.module.block_{{3}}.scale"),
-        (r"^(s2|landsat)_encoder\.rrdbs\.(\d+)\.module\.(\d+)\.module\.convs\.(\d+)\.(weight|bias)$",
-         f"{_ENC}.{{sensor}}_encoder.model.encoder.blocks.{{2+1}}.module.block_{{3}}"
-         ".module.module.{4}.conv.{5}"),
-        (r"^landsat_upsample_conv\.(weight|bias)$",
-         f"{_ENC}.lr_encoder.model.upsampling.0.block.0.{{1}}"),
-        (r"^temporal_encoder\.(\d+)\.attention\.(in_proj_weight|in_proj_bias|out_proj\.weight|out_proj\.bias)$",
-         f"{_ENC}.transformer_encoder.transformer_encoder.layers.{{1}}.self_attn.{{2}}"),
-        (r"^temporal_encoder\.(\d+)\.feed_forward\.(linear[12]\.(?:weight|bias))$",
-         f"{_ENC}.transformer_encoder.transformer_encoder.layers.{{1}}.{{2}}"),
-        (r"^temporal_encoder\.(\d+)\.(norm[12]\.(?:weight|bias))$",
-         f"{_ENC}.transformer_encoder.transformer_encoder.layers.{{1}}.{{2}}"),
-        (r"^query_sensor_token$", f"{_DEC}.query_sensor_token"),
-        (r"^query_token$", f"{_DEC}.imputer.default_token"),
-        (r"^decoder_conv1\.(weight|bias)$", f"{_DEC}.decoder.model.decoder.0.{{1}}"),
-        (r"^decoder_conv2\.(weight|bias)$", f"{_DEC}.decoder.model.decoder.2.{{1}}"),
-        (r"^temporal_decoder\.attention\.(.+)$", f"{_DEC}.attention.attention.{{1}}"),
-        (r"^temporal_decoder\.feed_forward\.(.+)$", f"{_DEC}.attention.{{1}}"),
-        (r"^temporal_decoder\.(norm[12]\..+)$", f"{_DEC}.attention.{{1}}"),
-    ]  # fmt: skip
-    for pattern, template in rules:
-        match = re.match(pattern, key)
-        if match is None:
-            continue
-        groups = match.groups()
-
-        def fill(placeholder: re.Match, groups=groups) -> str:
-            expression = placeholder.group(1)
-            if expression == "sensor":
-                return _SENSOR[groups[0]]
-            if expression.endswith("+1"):
-                return str(int(groups[int(expression[:-2]) - 1]) + 1)
-            return groups[int(expression) - 1]
-
-        return re.sub(r"\{([^{}]+)\}", fill, template)
-    raise KeyError(f"no official name for model key {key!r}")
 
 
 def official_names(config: ModelConfig) -> dict[str, str]:
@@ -172,21 +116,7 @@ def read_lightning_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.T
 
 def checkpoint_config(path: str | os.PathLike[str]) -> ModelConfig:
     """The architecture of the authors' ``.ckpt`` file, from its tensor names."""
-    return _config_from_names(set(read_lightning_state_dict(path)))
-
-
-def _config_from_names(names: set[str]) -> ModelConfig:
-    """Ablation sizes (RRDBs per encoder, transformer layers) read from the tensor names."""
-    block = re.compile(rf"{_ENC}\.hr_encoder\.model\.encoder\.blocks\.(\d+)\.")
-    layer = re.compile(rf"{_ENC}\.transformer_encoder\.transformer_encoder\.layers\.(\d+)\.")
-    blocks = {int(m.group(1)) for n in names if (m := block.match(n))}
-    layers = {int(m.group(1)) for n in names if (m := layer.match(n))}
-    if not blocks or not layers:
-        raise CheckpointError(
-            "the file has no TAMRF encoder tensors (the_modules.encoder...): it is not a "
-            "TAMRF-SITS checkpoint"
-        )
-    return ModelConfig(rrdb_blocks=max(blocks) - 1, transformer_layers=max(layers) + 1)
+    return config_from_names(set(read_lightning_state_dict(path)))
 
 
 def import_lightning_checkpoint(
@@ -206,7 +136,7 @@ def import_lightning_checkpoint(
     """
     source = Path(source)
     state = read_lightning_state_dict(source)
-    config = _config_from_names(set(state))
+    config = config_from_names(set(state))
     model = TAMRF(config)
     mapping = official_names(config)
     own = model.state_dict()
@@ -221,13 +151,13 @@ def import_lightning_checkpoint(
     if wrong:
         raise CheckpointError(f"{source}: tensors of the wrong shape: {wrong[:5]}")
     model.load_state_dict({key: state[name].to(own[key].dtype) for key, name in mapping.items()})
-    missing_stats = [v for v in _STATS.values() if v not in state]
+    missing_stats = [v for v in STATISTICS.values() if v not in state]
     if missing_stats:
         raise CheckpointError(f"{source} lacks the normalisation buffers {missing_stats}")
     normalisation = Normalisation.from_dict(
-        {ours: state[theirs].tolist() for ours, theirs in _STATS.items()}
+        {ours: state[theirs].tolist() for ours, theirs in STATISTICS.items()}
     )
-    used = set(mapping.values()) | set(_STATS.values())
+    used = set(mapping.values()) | set(STATISTICS.values())
     origin = {
         "imported_from": source.name,
         "source_sha256": sha256_file(source),

@@ -744,7 +744,7 @@ def test_overwrite_replaces_only_once_the_new_product_is_complete(tmp_path: Path
     assert _snapshot(out) == before  # the old product survived the interrupted run
     assert SimulatedCatalog.at(out).item_counts == first.item_counts
     staging = tmp_path / ".product.incomplete"
-    assert staging.is_dir()  # what an interrupted run leaves
+    assert not staging.exists()  # removed on any failure: it would only fill the disk
     assert SimulatedCatalog.at(out).root == out
 
     (out / "stray.txt").write_text("from the old product")

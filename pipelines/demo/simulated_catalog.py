@@ -10,8 +10,9 @@ Layout of the output directory::
     truth.zarr                          every band at 10 m on every day + land cover
 
 Everything is written into a sibling temporary directory that is renamed into place at the end:
-an interrupted run leaves no half-written product behind, and an existing product is only
-replaced when asked to.
+an interrupted run leaves no half-written product behind (the temporary directory is removed
+on any failure, a full disk or Ctrl-C alike, and by the next run after a ``kill -9``), and an
+existing product is only replaced when asked to.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from pipelines.demo.simulated_stac import (
     s2_item,
 )
 from pipelines.demo.truth_store import write_truth
+from pipelines.output_errors import writing
 from tamrf_xr.simulate import Acquisition, SimulatedItem, Simulation, SimulationConfig
 from tamrf_xr.simulate.geometry import LANDSAT_COLLECTION, S2_COLLECTION
 
@@ -95,6 +97,8 @@ def write_simulated_catalog(
 
     Raises:
         FileExistsError: ``out_dir`` holds something and ``overwrite`` is False.
+        pipelines.output_errors.OutputWriteError: the disk is full or read-only (nothing is
+            left behind).
     """
     out_dir = Path(out_dir).absolute()
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
@@ -105,8 +109,30 @@ def write_simulated_catalog(
     staging = out_dir.with_name(f".{out_dir.name}.incomplete")
     if staging.exists():
         shutil.rmtree(staging)  # left over by an interrupted run: never a finished product
-    staging.mkdir(parents=True)
+    try:
+        with writing("simulating the region", out_dir.parent):
+            staging.mkdir(parents=True)
+            counts = _write_product(config, staging, with_truth, progress)
+            if out_dir.exists():
+                shutil.rmtree(out_dir)
+            staging.rename(out_dir)
+    except BaseException:
+        # Nothing reads a half-written product (the next run starts over): it would only
+        # fill the disk.
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return SimulatedCatalog(
+        root=out_dir,
+        catalog=out_dir / "stac" / "catalog.json",
+        truth=out_dir / "truth.zarr" if with_truth else None,
+        item_counts=counts,
+    )
 
+
+def _write_product(
+    config: SimulationConfig, staging: Path, with_truth: bool, progress: Progress | None
+) -> dict[str, int]:
+    """Write the whole product into ``staging``; return its item counts per collection."""
     simulation = Simulation(config)
     (staging / "simulation.json").write_text(config.to_json() + "\n")
     items: dict[str, list[pystac.Item]] = {S2_COLLECTION: [], LANDSAT_COLLECTION: []}
@@ -143,16 +169,7 @@ def write_simulated_catalog(
             staging / "truth.zarr",
             progress=None if progress is None else lambda d, t: progress("truth", d, t),
         )
-
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    staging.rename(out_dir)
-    return SimulatedCatalog(
-        root=out_dir,
-        catalog=out_dir / "stac" / "catalog.json",
-        truth=out_dir / "truth.zarr" if with_truth else None,
-        item_counts={k: len(v) for k, v in items.items()},
-    )
+    return {k: len(v) for k, v in items.items()}
 
 
 def open_or_write_simulated_catalog(

@@ -119,6 +119,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import json
 import os
 import re
@@ -133,6 +134,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import dask.array as da
+import dask.base
 import numcodecs
 import numpy as np
 import pandas as pd
@@ -295,7 +297,7 @@ class Level3Definition:
     def time_index(self) -> pd.DatetimeIndex:
         return pd.DatetimeIndex([pd.Timestamp(t) for t in self.times]).astype("datetime64[ns]")
 
-    @property
+    @functools.cached_property  # region() needs it per tile: once, not once per tile
     def bounds(self) -> tuple[float, float, float, float]:
         """(west, south, east, north) in metres of the store's CRS."""
         size = self.spec.tile_size_m
@@ -706,11 +708,12 @@ def open_level3(path: str | Path | Location, complete_only: bool = True) -> xr.D
             store that a run may still be writing). A tile writes its chunks, then its
             record, so without it a reader of a store being written sees tiles in the middle
             of their write (some chunks new, others old or not there yet), and tiles whose
-            write failed half-way. The records are listed once, here: one listing of
-            ``completed/``, no record read (a local store of 400 tiles: 10 ms, beside 45 ms
-            for the rest of the open; reading the 400 records would take 50 ms); a tile
-            completed after this call reads as NaN until the store is opened again. False:
-            every chunk present, one listing less, for a store known to be finished.
+            write failed half-way. The records are listed once, here (one listing of
+            ``completed/``, no record read: a local store of 400 tiles opens in 46 ms
+            instead of 27, where reading its records would add 51; a complete tile's
+            chunks are then read as they are, no copy). A tile completed after this call
+            reads as NaN until the store is opened again. False: every chunk present, for a
+            store known to be finished.
     """
     location = Location.of(path)
     definition = read_definition(location)  # a clear error for anything that is not a store
@@ -728,24 +731,37 @@ def open_level3(path: str | Path | Location, complete_only: bool = True) -> xr.D
     for name in (*_BAND_NAMES, *QUALITY_VARIABLES):
         ds[name] = ds[name].astype(np.float32)
     if complete_only:
-        ds = ds.where(_complete_tile_mask(definition, _recorded_tile_ids(location, zarr_format)))
+        ds = _only_complete_tiles(ds, definition, _recorded_tile_ids(location, zarr_format))
     return ds
 
 
-def _complete_tile_mask(definition: Level3Definition, complete: set[str]) -> xr.DataArray:
-    """(y, x) bool over the store's grid, True on the tiles in ``complete``: lazy, one
-    chunk per tile (the store's spatial chunks), each a broadcast view of one value."""
+def _only_complete_tiles(
+    ds: xr.Dataset, definition: Level3Definition, complete: set[str]
+) -> xr.Dataset:
+    """``ds`` with every tile not in ``complete`` all NaN. Per chunk, as the store's spatial
+    chunks are its tiles: a complete tile's chunks pass through as read (no copy), another
+    tile's read as NaN."""
     px = definition.spec.tile_px
     _, height, width = definition.shape
-    tiles = np.zeros((height // px, width // px), dtype=bool)
+    tiles = np.zeros((height // px, width // px), dtype=bool)  # (tile rows, tile columns)
     for tile in definition.grid_tiles:
         if tile.tile_id in complete:
             region = definition.region(tile)
             tiles[region["y"].start // px, region["x"].start // px] = True
-    mask = da.from_array(tiles, chunks=1).map_blocks(
-        lambda block: np.broadcast_to(block, (px, px)), chunks=(px, px), dtype=bool
-    )
-    return xr.DataArray(mask, dims=("y", "x"))  # no coordinates: nothing to align
+
+    def keep_complete(block: np.ndarray, block_id: tuple[int, ...]) -> np.ndarray:
+        return block if tiles[block_id[-2:]] else np.full_like(block, np.nan)
+
+    # Named from the source array and the tiles: tokenizing the function per variable
+    # (a pickle of it and its tiles each time) would cost more than the open itself.
+    token = dask.base.tokenize(tiles)
+
+    def masked(data: da.Array) -> da.Array:
+        return data.map_blocks(keep_complete, name=f"complete-only-{token}-{data.name}",
+                               dtype=data.dtype)  # fmt: skip
+
+    # copy(data=...) swaps the arrays without merging or aligning variables (20 ms more)
+    return ds.copy(data={name: masked(variable.data) for name, variable in ds.data_vars.items()})
 
 
 def completed_tiles(path: str | Path | Location) -> set[str]:

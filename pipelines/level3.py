@@ -684,7 +684,11 @@ def _zarr_format_of(group: Location) -> _ZarrFormat:
 
 def _read_attributes(node: Location, zarr_format: _ZarrFormat) -> dict[str, Any]:
     """The attributes of a Zarr node."""
-    document = (node / _ATTRIBUTES_FILE[zarr_format]).read_json()
+    return _attributes_in((node / _ATTRIBUTES_FILE[zarr_format]).read_json(), zarr_format)
+
+
+def _attributes_in(document: dict[str, Any], zarr_format: _ZarrFormat) -> dict[str, Any]:
+    """The attributes held by a node's attributes file (v3 ``zarr.json``, v2 ``.zattrs``)."""
     return document["attributes"] if zarr_format == 3 else document
 
 
@@ -799,9 +803,7 @@ def completion_records(path: str | Path | Location) -> dict[str, dict[str, Any]]
     documents = location.fs.cat(files) if files else {}
     records = {}
     for content in documents.values():
-        document = json.loads(content)
-        attributes = document["attributes"] if zarr_format == 3 else document
-        record = attributes[_RECORD_ATTR]
+        record = _attributes_in(json.loads(content), zarr_format)[_RECORD_ATTR]
         records[record["tile_id"]] = record
     return dict(sorted(records.items()))
 

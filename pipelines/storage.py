@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ from urllib.parse import urlsplit
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
+
+from pipelines.redaction import redact_text
 
 __all__ = ["Location", "StorageError", "is_url"]
 
@@ -216,8 +219,6 @@ class Location:
         if self.is_local:
             path = self.local_path
             if path.is_dir():
-                import shutil
-
                 shutil.rmtree(path)
             else:
                 path.unlink(missing_ok=True)
@@ -264,6 +265,6 @@ class Location:
 
 
 def _short(error: BaseException) -> str:
-    """The first line of an error, without a request's signature or query string."""
+    """The first line of an error, URLs and credentials redacted (:func:`redact_text`)."""
     text = str(error).splitlines()[0] if str(error) else type(error).__name__
-    return text.split("?", 1)[0][:200]
+    return redact_text(text)[:200]

@@ -216,21 +216,14 @@ def test_every_server_of_the_run_listens_on_loopback_only(secret_run):
     assert not exposed, f"listening beyond loopback: {exposed} (all: {sorted(listened)})"
 
 
-def test_redaction_rules():
+def test_redaction_rules(monkeypatch):
     signed = f"https://bucket.s3.amazonaws.com/a/b.tif?{SIGNED_QUERY}"
     assert redact_url(signed) == f"https://bucket.s3.amazonaws.com/a/b.tif?{REDACTED}"
     assert redact_url("https://user:pass@host/x.tif") == f"https://{REDACTED}@host/x.tif"
     assert redact_url("/data/x.tif") == "/data/x.tif"
     text = f"'/vsicurl/{signed}' failed: HTTP 403 (key {SECRETS['AWS_SECRET_ACCESS_KEY']})"
-    os.environ["AWS_SECRET_ACCESS_KEY"], previous = (
-        SECRETS["AWS_SECRET_ACCESS_KEY"], os.environ.get("AWS_SECRET_ACCESS_KEY"))  # fmt: skip
-    try:
-        redacted = redact_text(text)
-    finally:
-        if previous is None:
-            os.environ.pop("AWS_SECRET_ACCESS_KEY")
-        else:
-            os.environ["AWS_SECRET_ACCESS_KEY"] = previous
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRETS["AWS_SECRET_ACCESS_KEY"])
+    redacted = redact_text(text)
     assert SIGNATURE not in redacted and SECRETS["AWS_SECRET_ACCESS_KEY"] not in redacted
     expected = f"'/vsicurl/https://bucket.s3.amazonaws.com/a/b.tif?{REDACTED}' failed: "
     assert redacted == expected + f"HTTP 403 (key {REDACTED})"
